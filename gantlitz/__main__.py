@@ -1,0 +1,5 @@
+"""`python -m gantlitz` (also what `torchrun -m gantlitz` runs)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""Typed configuration: network geometry (`ModelConfig`) and training schedule (`TrainConfig`).
+
+Everything a run depends on lives in these two frozen dataclasses so that a run directory's
+`config.json` fully describes it and can rebuild it (no pickles, no hidden globals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MODALITIES: tuple[str, ...] = ("albedo", "specular", "displacement")
+"""Modalities in the order of the stored channels (3 + 1 + 1)."""
+MODALITY_CHANNELS: dict[str, int] = {"albedo": 3, "specular": 1, "displacement": 1}
+DATA_CHANNELS = sum(MODALITY_CHANNELS.values())
+
+DiscPos = Literal["sin", "uv", "none"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator architecture, and the canvas they cover."""
+
+    canvas_height: int = 4096
+    canvas_width: int = 6144
+    patch_size: int = 512
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 2
+    embed_dim: int = 512
+    """Size of the learned per-modality embedding feeding the dual-style blocks."""
+    pe_channels: int = 512
+    """Channels of the sinusoidal positional-encoding input map (replaces StyleGAN2's constant)."""
+    channel_base: int = 16384
+    channel_max: int = 512
+    g_halve_last: tuple[int, ...] = ()
+    """Halvings of the last generator levels' filters, e.g. (1, 1) for GANtlitz-S's last two levels."""
+    dual_style: bool = True
+    """False = NO-DUAL ablation: one pass with 5 output channels, no modality embedding."""
+    modality_bias: bool = True
+    """False = NO-BIAS ablation: dual-style blocks without the per-modality bias offset."""
+    d_channel_base: int = 16384
+    d_channel_max: int = 512
+    d_halve_first: tuple[int, ...] = ()
+    """Halvings of the first discriminator layers' filters, e.g. (1, 1) for GANtlitz-S."""
+    disc_pos: DiscPos = "sin"
+    """Location signal concatenated to D's input: 20 sinusoids, 2 raw UV channels, or none."""
+    disc_pos_periods: int = 5
+    conv_clamp: float | None = 256.0
+    """Clamp of conv outputs, which keeps reduced-precision training finite."""
+
+    def __post_init__(self) -> None:
+        p = self.patch_size
+        if p < 8 or p & (p - 1):
+            raise ValueError(f"patch_size must be a power of two >= 8, got {p}")
+        for name, size in (("canvas_height", self.canvas_height), ("canvas_width", self.canvas_width)):
+            if size <= 0 or size % p:
+                raise ValueError(f"{name}={size} must be a positive multiple of patch_size={p}")
+
+    @property
+    def num_levels(self) -> int:
+        """Synthesis levels from the 4-pixel core up to the patch size (8 for 512)."""
+        return int(math.log2(self.patch_size // 4)) + 1
+
+    @property
+    def out_channels(self) -> int:
+        """Generator output channels per pass: RGB per modality, or all 5 at once without dual styles."""
+        return 3 if self.dual_style else DATA_CHANNELS
+
+    def g_channels(self) -> list[int]:
+        """Feature channels per generator level: min(base / core, max), last levels optionally halved."""
+        chans = [min(self.channel_base // (4 << lvl), self.channel_max) for lvl in range(self.num_levels)]
+        for i, halvings in enumerate(reversed(self.g_halve_last), start=1):
+            chans[-i] = max(chans[-i] >> halvings, 1)
+        return chans
+
+    def d_channels(self) -> list[int]:
+        """Discriminator channels from the patch resolution down to 4: min(base / res, max)."""
+        res = [self.patch_size >> i for i in range(self.num_levels)]
+        chans = [min(self.d_channel_base // r, self.d_channel_max) for r in res]
+        for i, halvings in enumerate(self.d_halve_first):
+            chans[i] = max(chans[i] >> halvings, 1)
+        return chans
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Discriminator augmentation (SPEC §6): adaptive ADA subset, constant mid-band filter, modality dropout."""
+
+    enabled: bool = True
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    """Steps between adjustments of p."""
+    ada_kimg: float = 100.0
+    """How many thousand images it takes p to move from 0 to 1 at full speed."""
+    p_init: float = 0.0
+    noise: bool = True
+    cutout: bool = True
+    rotate: bool = True
+    scale: bool = True
+    translate: bool = True
+    midband_p: float = 0.85
+    adaptive_freq: bool = False
+    """ADAPTIVE-FREQ ablation: the mid-band filter follows the adaptive p instead of a constant."""
+    modality_dropout: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule and loop settings (SPEC §7)."""
+
+    batch: int = 4
+    """Samples per step per process; each sample is generated once per modality."""
+    group_size: int = 2
+    """Consecutive samples drawn from the same patch location; D's minibatch-stddev groups are these."""
+    lr: float = 0.003
+    betas: tuple[float, float] = (0.0, 0.99)
+    warmup_steps: int = 2000
+    r1_gamma: float = 2.0
+    r1_interval: int = 16
+    ema_decay: float = 0.999
+    ema_rampup: float | None = None
+    style_mixing: float = 0.0
+    steps: int = 100_000
+    checkpoint_every: int = 1000
+    preview_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    precision: Literal["fp32", "tf32", "bf16"] = "tf32"
+    compile: bool = False
+    flip: bool = True
+    workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of model and training settings; `global_res` marks the whole-image baseline."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    global_res: int | None = None
+    """mmstylegan2-ada: train on whole textures resized to global_res x global_res."""
+    description: str = ""
+
+    def with_canvas(self, height: int, width: int) -> "Preset":
+        """The preset on a dataset's canvas (the manifest drives the geometry)."""
+        if self.global_res is not None:
+            return self
+        return dataclasses.replace(
+            self, model=dataclasses.replace(self.model, canvas_height=height, canvas_width=width)
+        )
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree → JSON-ready dict."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def preset_from_dict(data: dict[str, Any]) -> Preset:
+    """Inverse of `to_dict(preset)`; unknown keys are an error so stale configs are not half-read."""
+    train = dict(data["train"])
+    train["augment"] = AugmentConfig(**train.get("augment", {}))
+    if "betas" in train:
+        train["betas"] = tuple(train["betas"])
+    return Preset(
+        name=data["name"],
+        model=ModelConfig(**{**data["model"], "g_halve_last": tuple(data["model"]["g_halve_last"]),
+                           "d_halve_first": tuple(data["model"]["d_halve_first"])}),
+        train=TrainConfig(**train),
+        global_res=data.get("global_res"),
+        description=data.get("description", ""),
+    )

@@ -1,0 +1,127 @@
+"""Canvas and patch arithmetic (paper §4.4, Table 1) as pure functions.
+
+The synthesis network is padding-free. Level 0 reads a crop of the positional-encoding map with a margin
+of `PE_MARGIN` pixels per side and runs two 3x3 convolutions; every later level up-samples by 2 (nearest
++ 3-tap blur, which shrinks by 2) and runs two 3x3 convolutions, so each level's output is its core plus
+`OUT_MARGIN` pixels per side.  Because every sample of every layer sits at a fixed global canvas position,
+neighbouring patches compute identical values where they overlap: seamless by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PE_MARGIN = 5
+"""Per-side margin of the level-0 positional-encoding crop (two 3x3 convs + OUT_MARGIN)."""
+OUT_MARGIN = 3
+"""Per-side margin of every level's output around its core."""
+CONV_MARGINS = (4, 3)
+"""Per-side margins of the outputs of a level's first and second 3x3 convolution."""
+
+
+def num_levels(patch: int) -> int:
+    """Levels from the 4-pixel core to `patch` (8 for 512)."""
+    if patch < 8 or patch & (patch - 1):
+        raise ValueError(f"patch size must be a power of two >= 8, got {patch}")
+    return int(math.log2(patch // 4)) + 1
+
+
+def level0_unit(patch: int) -> int:
+    """Canvas pixels per level-0 pixel (128 for 512-pixel patches)."""
+    return patch // 4
+
+
+def core_sizes(patch: int) -> list[int]:
+    """Patch core size per level: 4, 8, ..., patch."""
+    return [4 << lvl for lvl in range(num_levels(patch))]
+
+
+def forward_sizes(patch: int) -> list[int]:
+    """Sizes computed forward for one patch (Table 1, last row): PE crop at level 0, outputs after."""
+    sizes = [4 + 2 * PE_MARGIN]
+    n = 4 + 2 * OUT_MARGIN
+    for _ in range(1, num_levels(patch)):
+        n = 2 * n - 2 * OUT_MARGIN
+        sizes.append(n)
+    return sizes
+
+
+def receptive_fields(patch: int) -> list[int]:
+    """Receptive field of the final patch traced backward per level (Table 1), sub-pixels rounded up."""
+    levels = num_levels(patch)
+    fields = [patch]
+    for _ in range(levels - 1):
+        fields.append(math.ceil((fields[-1] + 2 * OUT_MARGIN) / 2))
+    fields.reverse()
+    # Level 0 also feeds two 3x3 convolutions from the positional encoding.
+    fields[0] = fields[0] + 2 * (PE_MARGIN - OUT_MARGIN)
+    return fields
+
+
+def canvas_level0(canvas_h: int, canvas_w: int, patch: int) -> tuple[int, int]:
+    """Level-0 size of the canvas (32x48 for 4096x6144 with 512-pixel patches)."""
+    unit = level0_unit(patch)
+    if canvas_h % unit or canvas_w % unit:
+        raise ValueError(f"canvas {canvas_w}x{canvas_h} is not a multiple of {unit} (patch {patch})")
+    return canvas_h // unit, canvas_w // unit
+
+
+def pe_map_size(canvas_h: int, canvas_w: int, patch: int) -> tuple[int, int]:
+    """Size of the padded positional-encoding map that covers every patch of the canvas (42x58)."""
+    h0, w0 = canvas_level0(canvas_h, canvas_w, patch)
+    return h0 + 2 * PE_MARGIN, w0 + 2 * PE_MARGIN
+
+
+@dataclass(frozen=True)
+class Region:
+    """A pixel-aligned canvas region in pixels of the final level (top/left may lie outside the canvas)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def level0(self, patch: int) -> "Region":
+        """The positional-encoding crop (level-0 pixels, margin included) that synthesises this region."""
+        unit = level0_unit(patch)
+        for name, value in (("top", self.top), ("left", self.left), ("height", self.height), ("width", self.width)):
+            if value % unit:
+                raise ValueError(f"region {name}={value} must be a multiple of {unit} for patch size {patch}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"region must be non-empty, got {self.height}x{self.width}")
+        return Region(
+            self.top // unit - PE_MARGIN,
+            self.left // unit - PE_MARGIN,
+            self.height // unit + 2 * PE_MARGIN,
+            self.width // unit + 2 * PE_MARGIN,
+        )
+
+    def at_level(self, level: int, patch: int, margin: int) -> "Region":
+        """This region's samples at `level` with `margin` extra pixels per side (global level coordinates)."""
+        shift = num_levels(patch) - 1 - level
+        unit = 1 << shift
+        return Region(
+            self.top // unit - margin,
+            self.left // unit - margin,
+            self.height // unit + 2 * margin,
+            self.width // unit + 2 * margin,
+        )
+
+
+def patch_grid(canvas_h: int, canvas_w: int, patch: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """Top-left corners of all patches at `stride` (default 50 % overlap), row-major.
+
+    6144x4096 with 512-pixel patches gives 23x15 = 345 training locations; stride=patch gives the
+    12x8 = 96 non-overlapping inference tiles.
+    """
+    stride = patch // 2 if stride is None else stride
+    if stride <= 0 or stride % level0_unit(patch):
+        raise ValueError(f"stride {stride} must be a positive multiple of {level0_unit(patch)}")
+    if canvas_h < patch or canvas_w < patch or (canvas_h - patch) % stride or (canvas_w - patch) % stride:
+        raise ValueError(f"canvas {canvas_w}x{canvas_h} is not tiled by patch {patch} at stride {stride}")
+    return [
+        (top, left)
+        for top in range(0, canvas_h - patch + 1, stride)
+        for left in range(0, canvas_w - patch + 1, stride)
+    ]
