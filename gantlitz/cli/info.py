@@ -1,7 +1,92 @@
-"""CLI commands: info (filled in by its owner)."""
+"""`gantlitz info`: the geometry, channels and parameter counts of a preset (Table 1 and §4)."""
+
+from __future__ import annotations
+
+import json
 
 import click
 
+from .. import geometry, presets
+from ..networks import build, count_parameters
+
+
+def preset_summary(name: str) -> dict:
+    """Per-level geometry and channel counts plus total parameters of a preset's G and D."""
+    preset = presets.get(name)
+    cfg = preset.model
+    p = cfg.patch_size
+    h0, w0 = geometry.canvas_level0(cfg.canvas_height, cfg.canvas_width, p)
+    g, d = build(cfg)
+    levels = [
+        {
+            "level": lvl,
+            "canvas": [h0 << lvl, w0 << lvl],
+            "core": core,
+            "train_stride": core // 2,
+            "receptive_field": rf,
+            "forward_size": fwd,
+            "g_channels": gch,
+            "d_channels": dch,
+        }
+        for lvl, (core, rf, fwd, gch, dch) in enumerate(
+            zip(
+                geometry.core_sizes(p), geometry.receptive_fields(p), geometry.forward_sizes(p),
+                cfg.g_channels(), list(reversed(cfg.d_channels())),
+            )
+        )
+    ]
+    return {
+        "preset": preset.name,
+        "description": preset.description,
+        "canvas": [cfg.canvas_height, cfg.canvas_width],
+        "patch_size": p,
+        "training_locations": len(geometry.patch_grid(cfg.canvas_height, cfg.canvas_width, p)),
+        "inference_patches": len(geometry.patch_grid(cfg.canvas_height, cfg.canvas_width, p, p)),
+        "pe_map": list(geometry.pe_map_size(cfg.canvas_height, cfg.canvas_width, p)),
+        "num_ws": g.num_ws,
+        "levels": levels,
+        "g_parameters": count_parameters(g),
+        "d_parameters": count_parameters(d),
+    }
+
+
+def format_summary(s: dict) -> str:
+    """Human-readable table of `preset_summary`."""
+    lines = [
+        f"{s['preset']}: {s['description']}",
+        f"canvas {s['canvas'][1]}x{s['canvas'][0]}, patch {s['patch_size']}, "
+        f"{s['training_locations']} training locations (50% overlap), {s['inference_patches']} inference patches, "
+        f"positional-encoding map {s['pe_map'][1]}x{s['pe_map'][0]}, {s['num_ws']} style inputs",
+        f"{'level':>5} {'canvas':>11} {'core':>5} {'stride':>6} {'rec.field':>9} {'forward':>7} {'G ch':>5} {'D ch':>5}",
+    ]
+    for lv in s["levels"]:
+        lines.append(
+            f"{lv['level']:>5} {lv['canvas'][1]:>5}x{lv['canvas'][0]:<5} {lv['core']:>5} {lv['train_stride']:>6} "
+            f"{lv['receptive_field']:>9} {lv['forward_size']:>7} {lv['g_channels']:>5} {lv['d_channels']:>5}"
+        )
+    lines.append(f"G parameters: {s['g_parameters']:,}   D parameters: {s['d_parameters']:,}")
+    return "\n".join(lines)
+
 
 def register(group: click.Group) -> None:
-    """Add this area's commands to the top-level group."""
+    """Add `info` to the top-level group."""
+
+    @group.command("info")
+    @click.option("--preset", "preset_names", multiple=True, metavar="NAME",
+                  help="Preset to describe (repeatable; default: gantlitz-l and gantlitz-s).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.option("--list", "list_presets", is_flag=True, help="List the preset names and exit.")
+    def info(preset_names: tuple[str, ...], as_json: bool, list_presets: bool) -> None:
+        """Geometry (Table 1), channels per level and parameter counts of presets."""
+        if list_presets:
+            for name in presets.names():
+                click.echo(f"{name:16s} {presets.get(name).description}")
+            return
+        try:
+            summaries = [preset_summary(n) for n in (preset_names or ("gantlitz-l", "gantlitz-s"))]
+        except KeyError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="--preset") from None
+        if as_json:
+            click.echo(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+        else:
+            click.echo("\n\n".join(format_summary(s) for s in summaries))

@@ -1,0 +1,81 @@
+"""Positional encodings: G's sinusoidal input map (replaces the learned constant) and D's location channels.
+
+Both are pure functions of global canvas coordinates, so any region, also outside the canvas
+(extrapolation, §5.4), gets exactly the values its neighbours see.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import DiscPos
+
+
+def _sinusoids(coords: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
+    """coords (B, n) → (B, 2·len(periods), n): sin and cos of 2π·coord/period."""
+    phase = coords[:, None, :] * (2 * math.pi / periods)[None, :, None]
+    return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+
+def generator_periods(channels: int, canvas_level0: tuple[int, int]) -> torch.Tensor:
+    """Geometric periods (level-0 pixels) from 3 px up to 4x the padded long side of the level-0 canvas."""
+    if channels % 4:
+        raise ValueError(f"positional-encoding channels must be a multiple of 4, got {channels}")
+    longest = 4.0 * (max(canvas_level0) + 10)
+    return torch.logspace(math.log10(3.0), math.log10(longest), channels // 4, dtype=torch.float64)
+
+
+def generator_input(
+    tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int, periods: torch.Tensor
+) -> torch.Tensor:
+    """Crops of G's positional-encoding map at level-0 pixel coordinates → (B, 4·len(periods), h, w).
+
+    Channels: sin/cos of the row coordinate for every period, then sin/cos of the column coordinate.
+    """
+    device = tops.device
+    rows = tops.to(torch.float64)[:, None] + torch.arange(height, device=device, dtype=torch.float64)
+    cols = lefts.to(torch.float64)[:, None] + torch.arange(width, device=device, dtype=torch.float64)
+    periods = periods.to(device)
+    fy = _sinusoids(rows, periods).float()  # (B, 2n, h)
+    fx = _sinusoids(cols, periods).float()  # (B, 2n, w)
+    b = tops.shape[0]
+    return torch.cat(
+        [fy[:, :, :, None].expand(b, -1, height, width), fx[:, :, None, :].expand(b, -1, height, width)], dim=1
+    )
+
+
+def disc_channels(mode: DiscPos, periods: int = 5) -> int:
+    """Number of location channels D receives: 4·periods sinusoids, 2 raw UV, or none."""
+    return {"sin": 4 * periods, "uv": 2, "none": 0}[mode]
+
+
+def disc_periods(patch: int, canvas: tuple[int, int], count: int = 5) -> torch.Tensor:
+    """Periods from 2x the patch side to 2x the long canvas side, spaced geometrically (§4.4.4)."""
+    return torch.logspace(math.log10(2.0 * patch), math.log10(2.0 * max(canvas)), count, dtype=torch.float64)
+
+
+def disc_input(
+    mode: DiscPos, tops: torch.Tensor, lefts: torch.Tensor, size: int, canvas: tuple[int, int], periods: int = 5
+) -> torch.Tensor | None:
+    """Per-pixel location channels of patches at (tops, lefts) → (B, C, size, size), or None for 'none'."""
+    if mode == "none":
+        return None
+    device = tops.device
+    offsets = torch.arange(size, device=device, dtype=torch.float64) + 0.5
+    rows = tops.to(torch.float64)[:, None] + offsets
+    cols = lefts.to(torch.float64)[:, None] + offsets
+    b = tops.shape[0]
+    if mode == "uv":
+        fy = (rows / canvas[0] * 2 - 1)[:, None, :]
+        fx = (cols / canvas[1] * 2 - 1)[:, None, :]
+    elif mode == "sin":
+        per = disc_periods(size, canvas, periods).to(device)
+        fy, fx = _sinusoids(rows, per), _sinusoids(cols, per)
+    else:
+        raise ValueError(f"unknown discriminator position mode {mode!r}")
+    fy, fx = fy.float(), fx.float()
+    return torch.cat(
+        [fy[:, :, :, None].expand(b, -1, size, size), fx[:, :, None, :].expand(b, -1, size, size)], dim=1
+    )

@@ -1,0 +1,76 @@
+"""Location-aware residual discriminator (§4.3): StyleGAN2's ResNet D fed 5 data + positional channels,
+with minibatch standard deviation computed within groups of samples from the same patch location."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import DATA_CHANNELS, ModelConfig
+from ..encodings import disc_channels, disc_input
+from .layers import EqualConv2d, EqualLinear
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convs (the second down-sampling) with a 1x1 down-sampled residual path."""
+
+    def __init__(self, in_channels: int, out_channels: int, conv_clamp: float | None) -> None:
+        super().__init__()
+        self.conv0 = EqualConv2d(in_channels, in_channels, 3, conv_clamp=conv_clamp)
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, down=True, conv_clamp=conv_clamp)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activate=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Append the mean std over groups of `group_size` *consecutive* samples (one location per group)."""
+    n, c, h, w = x.shape
+    g = max(1, min(group_size, n))
+    if n % g:
+        raise ValueError(f"batch of {n} is not a whole number of location groups of {g}")
+    y = x.float().reshape(n // g, g, c, h, w)
+    y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n/g,)
+    y = y.repeat_interleave(g)[:, None, None, None].expand(n, 1, h, w).to(x.dtype)
+    return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    """Scores (B, 5, P, P) patches at global locations (tops, lefts) → logits (B,)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.canvas = (cfg.canvas_height, cfg.canvas_width)
+        chans = cfg.d_channels()
+        in_ch = DATA_CHANNELS + disc_channels(cfg.disc_pos, cfg.disc_pos_periods)
+        self.from_rgb = EqualConv2d(in_ch, chans[0], 1, conv_clamp=cfg.conv_clamp)
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(a, b, cfg.conv_clamp) for a, b in zip(chans[:-1], chans[1:])
+        )
+        last = chans[-1]
+        self.epilogue_conv = EqualConv2d(last + 1, last, 3, conv_clamp=cfg.conv_clamp)
+        self.fc = EqualLinear(last * 16, last, activate=True)
+        self.out = EqualLinear(last, 1)
+
+    def forward(
+        self, images: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, group_size: int = 1
+    ) -> torch.Tensor:
+        size = images.shape[-1]
+        if images.shape[1] != DATA_CHANNELS or images.shape[-2] != size or size != self.cfg.patch_size:
+            raise ValueError(
+                f"discriminator expects (B, {DATA_CHANNELS}, {self.cfg.patch_size}, {self.cfg.patch_size}), "
+                f"got {tuple(images.shape)}"
+            )
+        pos = disc_input(self.cfg.disc_pos, tops.to(images.device), lefts.to(images.device), size, self.canvas,
+                         self.cfg.disc_pos_periods)
+        x = images if pos is None else torch.cat([images, pos.to(images.dtype)], dim=1)
+        x = self.from_rgb(x)
+        for block in self.blocks:
+            x = block(x)
+        x = self.epilogue_conv(minibatch_stddev(x, group_size))
+        x = self.fc(x.flatten(1).float())
+        return self.out(x).squeeze(1)

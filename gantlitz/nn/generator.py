@@ -1,0 +1,201 @@
+"""Seamless patch generator: positional-encoding input, padding-free dual-style synthesis, output masking.
+
+One forward pass synthesises any pixel-aligned canvas region (one patch, or k×k patches at once); because
+every layer is padding-free and every sample (features, noise, mask) is tied to its global canvas position,
+stitched patches equal a single pass over the whole region (SPEC §3–4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import MODALITIES, MODALITY_CHANNELS, ModelConfig
+from ..encodings import generator_input, generator_periods
+from ..geometry import CONV_MARGINS, OUT_MARGIN, PE_MARGIN, canvas_level0, level0_unit
+from ..noise import HashNoise, NoiseLayout, NoiseSource
+from .layers import StyleLayer, ToRGB, upsample2
+from .mapping import MappingNetwork
+
+CHANNEL_SLICES: dict[str, slice] = {}
+_start = 0
+for _name in MODALITIES:
+    CHANNEL_SLICES[_name] = slice(_start, _start + MODALITY_CHANNELS[_name])
+    _start += MODALITY_CHANNELS[_name]
+
+
+def modality_index(modality: str | int) -> int:
+    """Index of a modality given by name or index."""
+    if isinstance(modality, str):
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        return MODALITIES.index(modality)
+    if not 0 <= int(modality) < len(MODALITIES):
+        raise ValueError(f"modality index {modality} out of range")
+    return int(modality)
+
+
+class SynthesisLevel(nn.Module):
+    """(up-sample) → two modulated 3x3 convs with noise → toRGB, all padding-free."""
+
+    def __init__(self, in_channels: int, channels: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        embed = cfg.embed_dim if cfg.dual_style else None
+        kw = dict(modality_bias=cfg.modality_bias, conv_clamp=cfg.conv_clamp)
+        self.conv0 = StyleLayer(in_channels, channels, cfg.w_dim, embed, **kw)
+        self.conv1 = StyleLayer(channels, channels, cfg.w_dim, embed, **kw)
+        self.torgb = ToRGB(channels, cfg.out_channels, cfg.w_dim, embed, **kw)
+
+
+class Generator(nn.Module):
+    """GANtlitz generator over a canvas of `cfg.canvas_height × cfg.canvas_width` pixels."""
+
+    def __init__(self, cfg: ModelConfig, mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.canvas = (cfg.canvas_height, cfg.canvas_width)
+        self.num_levels = cfg.num_levels
+        self.num_ws = 2 * self.num_levels + 1
+        self.out_channels = cfg.out_channels
+        self.mapper = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+        self.embeddings = nn.Parameter(torch.randn(len(MODALITIES), cfg.embed_dim)) if cfg.dual_style else None
+        in_ch, levels = cfg.pe_channels, []
+        for channels in cfg.g_channels():
+            levels.append(SynthesisLevel(in_ch, channels, cfg))
+            in_ch = channels
+        self.levels = nn.ModuleList(levels)
+        periods = generator_periods(cfg.pe_channels, canvas_level0(*self.canvas, self.patch_size))
+        self.register_buffer("pe_periods", periods, persistent=False)
+        if mask is None:
+            mask = torch.ones(self.canvas, dtype=torch.uint8)
+        if tuple(mask.shape) != self.canvas:
+            raise ValueError(f"mask is {tuple(mask.shape)} but the canvas is {self.canvas}")
+        self.register_buffer("mask", (mask > 0).to(torch.uint8))
+
+    # ----------------------------------------------------------------------------------------- mapping
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapper.w_avg
+
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, *, update_w_avg: bool = False) -> torch.Tensor:
+        """z (B, z_dim) → per-layer latents ws (B, num_ws, w_dim), optionally truncated towards w_avg."""
+        w = self.mapper(z, update_w_avg=update_w_avg)
+        if truncation_psi != 1.0:
+            w = self.w_avg.lerp(w, truncation_psi)
+        return w[:, None, :].expand(-1, self.num_ws, -1)
+
+    def noise_layouts(self) -> list[NoiseLayout]:
+        """The canvas extent of every noise layer (for explicit, optimisable noise maps)."""
+        h0, w0 = canvas_level0(*self.canvas, self.patch_size)
+        return [
+            NoiseLayout(level, h0 << level, w0 << level, margin)
+            for level in range(self.num_levels)
+            for margin in CONV_MARGINS
+        ]
+
+    # --------------------------------------------------------------------------------------- synthesis
+    def _run(
+        self, ws: torch.Tensor, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor,
+        height: int, width: int, noise: NoiseSource,
+    ) -> torch.Tensor:
+        """Raw synthesis of regions (height × width at per-sample tops/lefts) → (B, out_channels, h, w)."""
+        unit = level0_unit(self.patch_size)
+        if height % unit or width % unit or bool(((tops % unit) != 0).any() or ((lefts % unit) != 0).any()):
+            raise ValueError(
+                f"regions must be aligned to {unit}-pixel multiples for patch size {self.patch_size} "
+                f"(got {height}x{width} at tops {tops.tolist()}, lefts {lefts.tolist()})"
+            )
+        x = generator_input(
+            tops // unit - PE_MARGIN, lefts // unit - PE_MARGIN,
+            height // unit + 2 * PE_MARGIN, width // unit + 2 * PE_MARGIN, self.pe_periods,
+        ).to(ws.dtype)
+        embed = None if self.embeddings is None else self.embeddings[modality].to(ws.dtype)
+        rgb = None
+        for lvl, level in enumerate(self.levels):
+            step = 1 << (self.num_levels - 1 - lvl)
+            if lvl:
+                x = upsample2(x)
+            for j, (conv, margin) in enumerate(zip((level.conv0, level.conv1), CONV_MARGINS)):
+                n = noise.sample(
+                    2 * lvl + j, tops // step - margin, lefts // step - margin,
+                    height // step + 2 * margin, width // step + 2 * margin,
+                )
+                x = conv(x, ws[:, 2 * lvl + j], embed, n)
+            y = level.torgb(x, ws[:, 2 * lvl + 2], embed)
+            rgb = y if rgb is None else upsample2(rgb)[:, :, 2:-2, 2:-2] + y
+        m = OUT_MARGIN
+        return rgb[:, :, m:-m, m:-m]
+
+    def mask_crops(self, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Mask crops (B, 1, h, w) at the given locations; zero outside the canvas."""
+        out = torch.zeros(tops.shape[0], 1, height, width, device=self.mask.device)
+        canvas_h, canvas_w = self.canvas
+        for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
+            y0, y1 = max(top, 0), min(top + height, canvas_h)
+            x0, x1 = max(left, 0), min(left + width, canvas_w)
+            if y1 > y0 and x1 > x0:
+                out[i, 0, y0 - top : y1 - top, x0 - left : x1 - left] = self.mask[y0:y1, x0:x1]
+        return out
+
+    def forward(
+        self, ws: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, noise_seeds: torch.Tensor | None = None,
+        *, height: int | None = None, width: int | None = None, noise: NoiseSource | None = None,
+        keep: torch.Tensor | None = None, apply_mask: bool = True,
+    ) -> torch.Tensor:
+        """Multi-modal regions at per-sample locations → (B, 5, h, w) in network space.
+
+        With dual styles the generator runs once per kept modality (batched into one pass) and the
+        specular/displacement outputs are averaged to one channel. `keep` (B, 3) bool drops modalities
+        (modality dropout): dropped channels are zero and cost nothing.
+        """
+        height = self.patch_size if height is None else height
+        width = height if width is None else width
+        b = ws.shape[0]
+        tops, lefts = tops.to(ws.device).long(), lefts.to(ws.device).long()
+        if keep is None:
+            keep = torch.ones(b, len(MODALITIES), dtype=torch.bool, device=ws.device)
+        if noise is None:
+            if noise_seeds is None:
+                raise ValueError("give noise_seeds or an explicit noise source")
+            noise_seeds = noise_seeds.to(ws.device).long()
+        if self.embeddings is None:
+            src = noise if noise is not None else HashNoise(noise_seeds)
+            out = self._run(ws, None, tops, lefts, height, width, src)
+            chan = torch.cat([keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], 1)
+            out = out * chan[:, :, None, None].to(out.dtype)
+        else:
+            sample, mod = keep.nonzero(as_tuple=True)
+            src = noise if noise is not None else HashNoise(noise_seeds[sample])
+            raw = self._run(ws[sample], mod, tops[sample], lefts[sample], height, width, src)
+            parts = []
+            for i, name in enumerate(MODALITIES):
+                sel = mod == i
+                vals = raw[sel] if MODALITY_CHANNELS[name] == 3 else raw[sel].mean(dim=1, keepdim=True)
+                full = raw.new_zeros(b, MODALITY_CHANNELS[name], height, width)
+                parts.append(full.index_put((sample[sel],), vals))
+            out = torch.cat(parts, dim=1)
+        if apply_mask:
+            out = out * self.mask_crops(tops, lefts, height, width).to(out.dtype)
+        return out
+
+    def synthesize(
+        self, ws: torch.Tensor, modality: str | int, top: int, left: int, height: int, width: int,
+        noise_seed: int | torch.Tensor = 0, noise: NoiseSource | None = None, *, apply_mask: bool = True,
+    ) -> torch.Tensor:
+        """One modality of a canvas region (pixels, aligned to the level-0 grid) → (B, C, height, width).
+
+        C is 3 for albedo and 1 for specular / displacement; values in network space [-1, 1], masked.
+        """
+        idx = modality_index(modality)
+        b = ws.shape[0]
+        keep = torch.zeros(b, len(MODALITIES), dtype=torch.bool, device=ws.device)
+        keep[:, idx] = True
+        tops = torch.full((b,), top, dtype=torch.long, device=ws.device)
+        lefts = torch.full((b,), left, dtype=torch.long, device=ws.device)
+        seeds = torch.as_tensor(noise_seed, dtype=torch.long, device=ws.device).expand(b)
+        out = self.forward(
+            ws, tops, lefts, None if noise is not None else seeds, height=height, width=width, noise=noise,
+            keep=keep, apply_mask=apply_mask,
+        )
+        return out[:, CHANNEL_SLICES[MODALITIES[idx]]]
