@@ -1,7 +1,166 @@
-"""CLI commands: render (filled in by its owner)."""
+"""CLI commands: `render` (lit previews on a head mesh and in UV space) and `export` (glTF 2.0 binary)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import click
 
 
+def _parse_light(_ctx, _param, value: str | None):
+    if value is None:
+        return None
+    try:
+        az, el = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected AZIMUTH,ELEVATION in degrees (e.g. 35,30), got {value!r}")
+    if not -90.0 <= el <= 90.0:
+        raise click.BadParameter(f"elevation must be in [-90, 90] degrees, got {el:g}")
+    return az, el
+
+
+def _map_options(f):
+    f = click.option("--normal", "normal", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Tangent-space normal map (encoded n*0.5+0.5); overrides SOURCE/normal.*.")(f)
+    f = click.option("--specular", "specular", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Specular map; overrides SOURCE/specular.*.")(f)
+    f = click.option("--albedo", "albedo", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Albedo map (sRGB); overrides SOURCE/albedo.*.")(f)
+    f = click.option("--convention", type=click.Choice(["opengl", "directx"]), default="opengl",
+                     show_default=True, help="Normal map green channel convention.")(f)
+    f = click.option("--mesh", type=click.Path(path_type=Path), default=None,
+                     help="UV-mapped mesh (.glb/.gltf/.obj). Default: the bundled Lee Perry-Smith head scan.")(f)
+    f = click.option("--flip-v/--no-flip-v", "flip_v", default=None,
+                     help="Flip the mesh's v coordinate. Default: only for the Lee Perry-Smith scan.")(f)
+    f = click.option("--specular-scale", type=float, default=0.2, show_default=True,
+                     help="Specular map value -> normal-incidence reflectance F0.")(f)
+    f = click.option("--roughness", type=float, default=0.5, show_default=True,
+                     help="GGX roughness of the skin (constant).")(f)
+    return f
+
+
+def _sets(source: Path | None, albedo, specular, normal):
+    """[(name, load_kwargs)] for each set of maps the arguments name."""
+    from ..render import find_map_sets
+
+    if source is None:
+        if albedo is None:
+            raise click.UsageError("give a directory of maps (SOURCE) or at least --albedo FILE")
+        return [("", {"albedo": albedo, "specular": specular, "normal": normal})]
+    dirs = find_map_sets(source)
+    if len(dirs) > 1 and (albedo or specular or normal) is not None:
+        raise click.UsageError("--albedo/--specular/--normal apply to one set of maps; "
+                               f"{source} holds {len(dirs)}")
+    return [(d.name if d != source else "", {"source": d, "albedo": albedo, "specular": specular,
+                                              "normal": normal}) for d in dirs]
+
+
+def _check_free(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise click.ClickException(f"{path}: exists (use --overwrite)")
+
+
+def _render(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
+            albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness) -> None:
+    from .. import render as R
+
+    try:
+        sets = _sets(source, albedo, specular, normal)
+        if out is None:
+            out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
+        max_texture = None if full_res else 2048
+        shading = dict(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
+                       exposure=exposure, max_texture=max_texture)
+        uv_paths = []
+        if mode in ("uv", "both"):
+            stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
+            uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
+        for p in ([out] if mode != "uv" else []) + uv_paths:
+            _check_free(p, overwrite)
+        loaded = [(name, R.load_maps(**kw, max_size=max_texture, convention=convention)) for name, kw in sets]
+        if mode in ("mesh", "both"):
+            the_mesh = R.load_mesh(mesh, flip_v=flip_v)
+            rows = []
+            t0 = time.perf_counter()
+            for name, maps in loaded:
+                rows.append(R.render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom,
+                                           **shading))
+            elapsed = time.perf_counter() - t0
+            image = R.tile_rows(rows)
+            R.save_png(out, image)
+            n = len(rows) * views
+            click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {n} views, "
+                       f"{elapsed / max(n, 1):.2f} s/view)")
+        for (name, maps), path in zip(loaded, uv_paths):
+            image = R.render_uv(maps, size=uv_size, **shading)
+            R.save_png(path, image)
+            click.echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
+    except R.RenderError as e:
+        raise click.ClickException(str(e)) from e
+
+
 def register(group: click.Group) -> None:
     """Add this area's commands to the top-level group."""
+
+    @group.command("render")
+    @click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+    @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Output PNG. Default: SOURCE/render.png. The UV view goes to OUT_uv.png.")
+    @click.option("--mode", type=click.Choice(["mesh", "uv", "both"]), default="both", show_default=True,
+                  help="Views on the mesh, the UV-space relit view (any layout), or both.")
+    @click.option("--views", type=click.IntRange(1, 36), default=3, show_default=True,
+                  help="Views per set of maps: front, three-quarter, profile, then the other side; >6: turntable.")
+    @click.option("--size", type=click.IntRange(64, 4096), default=768, show_default=True,
+                  help="Pixels per (square) view.")
+    @click.option("--light", callback=_parse_light, default=None, metavar="AZ,EL",
+                  help="Key light azimuth,elevation in degrees relative to the camera (+az: from the right). "
+                       "[default: 35,30]")
+    @click.option("--uv-size", type=click.IntRange(16, 16384), default=None,
+                  help="Long side of the UV view. Default: the (down-sampled) maps' long side.")
+    @click.option("--full-res", is_flag=True, help="Upload the maps at full resolution (default: long side <= 2048).")
+    @click.option("--labels/--no-labels", default=True, show_default=True, help="Name each view.")
+    @click.option("--exposure", type=float, default=1.0, show_default=True, help="Linear exposure before tone mapping.")
+    @click.option("--zoom", type=click.FloatRange(0.2, 10.0), default=1.1, show_default=True,
+                  help="Camera zoom; 1 fits the mesh's bounding sphere in the view.")
+    @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+    @_map_options
+    def render_cmd(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
+                   albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness):
+        """Lit previews of texture maps: SOURCE is a directory with albedo.*, specular.*, normal.* (or
+        `gantlitz generate` output with seed*/ folders: one row each), rendered on a head mesh from
+        several views (headless, OpenGL through EGL) and relit in UV space."""
+        _render(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
+                albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness)
+
+    @group.command("export")
+    @click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+    @click.option("--gltf", "gltf_out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Output .glb (glTF 2.0 binary). Several sets of maps: OUT_<name>.glb each.")
+    @click.option("--max-texture", type=click.IntRange(16, 16384), default=4096, show_default=True,
+                  help="Down-sample maps with a longer side (viewers commonly cap textures at 4096-8192).")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+    @_map_options
+    def export_cmd(source, gltf_out, max_texture, overwrite, albedo, specular, normal, convention, mesh,
+                   flip_v, specular_scale, roughness):
+        """Export maps on a mesh as a glTF 2.0 binary: baseColor, normal and KHR_materials_specular
+        textures embedded as PNG, metallic 0, constant roughness. Opens in Blender and three.js."""
+        from .. import export as E
+        from .. import render as R
+
+        try:
+            sets = _sets(source, albedo, specular, normal)
+            outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb")
+                    for name, _ in sets]
+            for p in outs:
+                _check_free(p, overwrite)
+            the_mesh = R.load_mesh(mesh, flip_v=flip_v)
+            for (name, kw), path in zip(sets, outs):
+                maps = R.load_maps(**kw, max_size=max_texture, convention=convention)
+                E.export_gltf(maps, the_mesh, path, roughness=roughness, specular_scale=specular_scale,
+                              max_texture=max_texture, overwrite=overwrite)
+                summary = E.validate_glb(path)
+                click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
+                           f"{summary['triangles']} triangles, textures {summary['images']})")
+        except R.RenderError as e:
+            raise click.ClickException(str(e)) from e
