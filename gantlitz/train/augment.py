@@ -1,0 +1,394 @@
+"""Discriminator augmentation (SPEC §6, paper §4.2): ADA subset, mid-band filter, modality dropout, adaptive p.
+
+Applied identically to real and fake batches of (B, 5, P, P) patches in network space [-1, 1] (albedo
+RGB 0:3, specular 3:4, displacement 4:5), after masking and before the discriminator. D concatenates its
+positional channels itself, after augmentation, so no transform here ever moves location information.
+Every transform is drawn independently per sample and is differentiable w.r.t. the input images.
+
+Pipeline (order follows ADA: geometry → filter → corruption), per sample:
+
+1. **Geometry** (adaptive p, each of rotation / scale / translation an independent Bernoulli(p)):
+   rotation by an angle ~ U(-π·rotate_max, π·rotate_max), isotropic scale 2^N(0, scale_std) (log-normal),
+   translation ~ U(-translate_max, translate_max) of the patch per axis. The three are composed into ONE
+   affine matrix and applied with a single bilinear `F.grid_sample` with reflection padding, only to the
+   samples where at least one geometric transform fired (the others are passed through bit-exactly).
+   kornia's `RandomAffine` is not used: it draws one Bernoulli for the whole warp, whereas ADA draws one
+   per component.
+2. **Mid-band filter** (constant probability `midband_p` = 0.85; the adaptive p with `adaptive_freq`):
+   convolution with a difference of Gaussians, DoG = G(σ1) − G(σ2), σ1 < σ2. Per sample a width ratio
+   r = σ2/σ1 ~ logU(ratio_min, ratio_max) and σ1 ~ logU(sigma_min, sigma_max / r) are drawn, so both
+   widths lie log-uniformly within [sigma_min, sigma_max] (defaults 0.5 px … P/8): the passbands range
+   from near-Nyquist detail (pores, stubble) down to a few cycles per patch. The filter is a pure
+   band-pass: DC is removed exactly and high frequencies decay as exp(−2π²σ1²f²). Its scale is fixed by a
+   data-independent gain that makes the *peak* of its frequency response 1, so content inside the band
+   passes at its original amplitude (a "mid-band view" of the patch) and real/fake energy differences in
+   that band remain visible to D (a per-image energy normalisation would hide them). The convolution is
+   done in the Fourier domain on a reflection-padded patch (pad P/2 per side; sigma_max = P/8 keeps the
+   3σ support inside the padding), with the exact Gaussian transfer function, which costs O(P² log P)
+   whatever the widths.
+3. **Additive Gaussian noise** (adaptive p): x + σ·N(0, 1), σ = |N(0, noise_std)| per sample.
+4. **Cutout** ("partial spatial masking", adaptive p): a rectangle of cutout_size × cutout_size of the
+   patch, centred uniformly in the patch (so it may be clipped by the border), is zeroed.
+
+No colour transforms (paper §4.2: they leak). `enabled=False` (NO-AUG) makes `Augment` the identity.
+
+**Modality dropout** (GANtlitz-S) is not part of `Augment.forward`, because on fakes it happens inside
+the generator: `keep = sample_modality_keep(B, gen)` gives (B, 3) bool with exactly two True per row
+for `G(..., keep=keep)`, and `drop_modalities(reals, sample_modality_keep(B, gen))` zeroes one modality
+per real sample. Both happen before masking/augmentation, as in the paper.
+
+**R1 (design decision).** The training loop computes R1 w.r.t. the *augmented* real images, i.e. the
+discriminator's actual input (detach the augmented reals, `requires_grad_()`, then D). No double
+backward through `grid_sample` is needed (CUDA's `grid_sample` has none in torch 2.11); this module only
+needs to be differentiable once, for the generator loss through the fake augmentation.
+
+**Determinism.** All randomness comes from one `torch.Generator`: the one passed to `forward`, or the
+module's own CPU generator (`Augment(..., seed=s)`, `get_rng_state` / `set_rng_state` for checkpoints).
+Per-sample parameters are drawn on the generator's device and moved to the images' device; the noise
+field is drawn on the images' device from a fresh generator seeded by one integer drawn from the main
+generator. A call consumes the same amount of the main generator whatever p is, so a resumed run (same
+generator state, same p) reproduces the same augmentations, on CPU and CUDA alike.
+
+**Adaptive p.** `AdaptiveP` accumulates sign(D(real)) and every `ada_interval` steps sets
+r_t = E[sign(D(real))] and p ← clamp(p + sign(r_t − target) · N / (ada_kimg · 1000), 0, 1), with N the
+number of real images seen in the interval across all processes (= global batch · interval). Under
+DistributedDataParallel pass `reduce=` a function that sums a tensor across ranks in place (e.g.
+`lambda t: torch.distributed.all_reduce(t)`), so every rank gets the same p.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gantlitz.config import MODALITIES, MODALITY_CHANNELS, AugmentConfig
+
+__all__ = [
+    "Augment",
+    "AdaptiveP",
+    "sample_modality_keep",
+    "drop_modalities",
+    "midband_filter",
+    "affine_warp",
+    "affine_matrices",
+    "cutout_masks",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Functional building blocks (deterministic given their parameters)
+
+
+def affine_matrices(
+    angle: torch.Tensor, log2_scale: torch.Tensor, translate: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample output→input sampling matrices (B, 2, 3) in normalised [-1, 1] coordinates.
+
+    The content is scaled by 2**log2_scale, rotated by `angle` (radians) about the patch centre, then
+    translated by `translate` (B, 2) = (dx, dy) in fractions of the patch (+x right, +y down). The
+    returned matrix is the inverse of that forward transform, as `F.affine_grid` expects.
+    """
+    inv_s = torch.exp2(-log2_scale)
+    c, s = torch.cos(angle), torch.sin(angle)
+    t = translate * 2.0  # fraction of the patch → normalised units (the patch spans 2)
+    # inverse: S^-1 R(-a) (x - t)
+    a11, a12 = c * inv_s, s * inv_s
+    a21, a22 = -s * inv_s, c * inv_s
+    b1 = -(a11 * t[:, 0] + a12 * t[:, 1])
+    b2 = -(a21 * t[:, 0] + a22 * t[:, 1])
+    row1 = torch.stack([a11, a12, b1], dim=-1)
+    row2 = torch.stack([a21, a22, b2], dim=-1)
+    return torch.stack([row1, row2], dim=1)
+
+
+def affine_warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """One bilinear resampling of `images` (B, C, H, W) with output→input matrices `theta` (B, 2, 3),
+    reflection padding, align_corners=False."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _dog_response(sigma1: torch.Tensor, sigma2: torch.Tensor, h: int, w: int, device, dtype) -> torch.Tensor:
+    """DoG transfer function on the rfft2 grid of an (h, w) image, normalised to unit peak → (B, 1, h, w//2+1)."""
+    fy = torch.fft.fftfreq(h, device=device, dtype=dtype)
+    fx = torch.fft.rfftfreq(w, device=device, dtype=dtype)
+    f2 = fy[:, None] ** 2 + fx[None, :] ** 2  # cycles/pixel, squared
+    k = -2.0 * math.pi**2
+    s1 = sigma1.to(device=device, dtype=dtype)[:, None, None] ** 2
+    s2 = sigma2.to(device=device, dtype=dtype)[:, None, None] ** 2
+    resp = torch.exp(k * s1 * f2) - torch.exp(k * s2 * f2)
+    peak = resp.flatten(1).amax(dim=1).clamp_min(1e-12)
+    return (resp / peak[:, None, None])[:, None]
+
+
+def midband_filter(images: torch.Tensor, sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """Band-pass `images` (B, C, H, W) with G(sigma1) − G(sigma2) (per-sample widths in pixels, (B,)),
+    scaled to unit peak frequency response. Computed by FFT on a reflection-padded copy (pad H/2, W/2)."""
+    orig_dtype = images.dtype
+    x = images if orig_dtype in (torch.float32, torch.float64) else images.float()
+    b, c, h, w = x.shape
+    ph, pw = h // 2, w // 2
+    xp = F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph and pw else x
+    hh, ww = xp.shape[-2:]
+    resp = _dog_response(sigma1, sigma2, hh, ww, x.device, x.dtype)
+    spec = torch.fft.rfft2(xp) * resp
+    out = torch.fft.irfft2(spec, s=(hh, ww))[..., ph : ph + h, pw : pw + w]
+    return out.to(orig_dtype)
+
+
+def cutout_masks(centre: torch.Tensor, size: float, h: int, w: int, device, dtype) -> torch.Tensor:
+    """(B, 1, h, w) masks, 0 inside a size × size (fraction of the patch) rectangle centred at `centre`
+    (B, 2) = (cx, cy) in [0, 1], 1 elsewhere."""
+    centre = centre.to(device=device, dtype=dtype)
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    inside_x = (xs[None, :] - centre[:, 0:1]).abs() < size / 2  # (B, w)
+    inside_y = (ys[None, :] - centre[:, 1:2]).abs() < size / 2  # (B, h)
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return (~inside).to(dtype)[:, None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Modality dropout (GANtlitz-S)
+
+
+def sample_modality_keep(
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(B, 3) bool: per sample, exactly one modality (uniformly chosen) is False, the other two True.
+
+    Use as `G(..., keep=keep)` for fakes and `drop_modalities(reals, keep)` for reals (draw separately)."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    drop = torch.randint(len(MODALITIES), (batch,), generator=generator, device=gen_device)
+    keep = torch.ones(batch, len(MODALITIES), dtype=torch.bool, device=gen_device)
+    keep[torch.arange(batch, device=gen_device), drop] = False
+    return keep if device is None else keep.to(device)
+
+
+def drop_modalities(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero the channels of the modalities with keep == False: images (B, 5, H, W), keep (B, 3) bool."""
+    chan = torch.cat(
+        [keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], dim=1
+    )
+    if chan.shape[1] != images.shape[1]:
+        raise ValueError(f"expected {chan.shape[1]} channels, got {tuple(images.shape)}")
+    return images * chan.to(device=images.device, dtype=images.dtype)[:, :, None, None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The augmentation module
+
+
+def _log_uniform(u: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
+    lo_t = torch.as_tensor(lo, dtype=u.dtype, device=u.device)
+    hi_t = torch.as_tensor(hi, dtype=u.dtype, device=u.device)
+    return torch.exp(torch.log(lo_t) + u * (torch.log(hi_t) - torch.log(lo_t)))
+
+
+class Augment(nn.Module):
+    """Discriminator augmentation of (B, 5, P, P) network-space patches; see the module docstring.
+
+    `forward(images, p, generator=None)`: `p` is the adaptive probability (ADA transforms, and the
+    mid-band filter with `adaptive_freq`); the mid-band filter otherwise fires with `cfg.midband_p`.
+    The strengths default to ADA's (noise 0.1, cutout 0.5, full-circle rotation, scale std 0.2 in log2,
+    translation 0.125 of the patch) and the DoG widths to 0.5 px … P/8 with σ2/σ1 in [1.5, 4].
+    """
+
+    def __init__(
+        self,
+        cfg: AugmentConfig | None = None,
+        patch_size: int = 512,
+        *,
+        seed: int = 0,
+        noise_std: float = 0.1,
+        cutout_size: float = 0.5,
+        rotate_max: float = 1.0,
+        scale_std: float = 0.2,
+        translate_max: float = 0.125,
+        sigma_min: float = 0.5,
+        sigma_max: float | None = None,
+        ratio_min: float = 1.5,
+        ratio_max: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg if cfg is not None else AugmentConfig()
+        self.patch_size = int(patch_size)
+        self.noise_std = float(noise_std)
+        self.cutout_size = float(cutout_size)
+        self.rotate_max = float(rotate_max)
+        self.scale_std = float(scale_std)
+        self.translate_max = float(translate_max)
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max if sigma_max is not None else self.patch_size / 8)
+        self.ratio_min = float(ratio_min)
+        # the widest ratio must still leave room for sigma1 >= sigma_min
+        self.ratio_max = float(min(ratio_max, self.sigma_max / self.sigma_min))
+        if not (0 < self.sigma_min and 1 < self.ratio_min <= self.ratio_max):
+            raise ValueError(
+                f"mid-band widths need 0 < sigma_min and 1 < ratio_min <= min(ratio_max, sigma_max/sigma_min); "
+                f"got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, ratio=[{self.ratio_min}, {ratio_max}]"
+            )
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    # -- RNG state for checkpoints -------------------------------------------------------------------
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    def get_rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def midband_probability(self, p: float) -> float:
+        return float(p) if self.cfg.adaptive_freq else float(self.cfg.midband_p)
+
+    def extra_repr(self) -> str:
+        return f"enabled={self.cfg.enabled}, patch_size={self.patch_size}, midband_p={self.cfg.midband_p}, " \
+               f"adaptive_freq={self.cfg.adaptive_freq}"
+
+    # -- forward -------------------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        if not cfg.enabled:
+            return images
+        if images.ndim != 4:
+            raise ValueError(f"expected (B, C, H, W), got {tuple(images.shape)}")
+        gen = generator if generator is not None else self.generator
+        p = float(min(max(p, 0.0), 1.0))
+        p_mid = float(min(max(self.midband_probability(p), 0.0), 1.0))
+        b, _, h, w = images.shape
+        dev = images.device
+        pdt = torch.float64 if images.dtype == torch.float64 else torch.float32
+
+        # Fixed consumption of `gen` per call: a (B, 13) uniform and a (B, 2) normal draw, and one seed.
+        u = torch.rand(b, 13, generator=gen, device=gen.device, dtype=torch.float64).to(device=dev, dtype=pdt)
+        n = torch.randn(b, 2, generator=gen, device=gen.device, dtype=torch.float64).to(device=dev, dtype=pdt)
+        noise_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+
+        def fires(col: int, prob: float, flag: bool = True) -> torch.Tensor:
+            return (u[:, col] < prob) if flag else torch.zeros(b, dtype=torch.bool, device=dev)
+
+        x = images
+        # 1. geometry, composed into one resampling
+        do_rot, do_scale, do_xlate = fires(0, p, cfg.rotate), fires(1, p, cfg.scale), fires(2, p, cfg.translate)
+        geo = do_rot | do_scale | do_xlate
+        if bool(geo.any()):
+            angle = (u[:, 3] * 2 - 1) * (math.pi * self.rotate_max) * do_rot
+            log2_scale = n[:, 0] * self.scale_std * do_scale
+            translate = (u[:, 4:6] * 2 - 1) * self.translate_max * do_xlate[:, None]
+            theta = affine_matrices(angle, log2_scale, translate)
+            idx = geo.nonzero().squeeze(1)
+            x = x.index_copy(0, idx, affine_warp(x.index_select(0, idx), theta.index_select(0, idx)))
+
+        # 2. mid-band filter (difference of Gaussians)
+        do_mid = fires(6, p_mid)
+        if bool(do_mid.any()):
+            ratio = _log_uniform(u[:, 7], self.ratio_min, self.ratio_max)
+            sigma1 = _log_uniform(u[:, 8], torch.full_like(ratio, self.sigma_min), self.sigma_max / ratio)
+            sigma2 = sigma1 * ratio
+            idx = do_mid.nonzero().squeeze(1)
+            x = x.index_copy(0, idx, midband_filter(x.index_select(0, idx), sigma1[idx], sigma2[idx]))
+
+        # 3. additive Gaussian noise
+        do_noise = fires(9, p, cfg.noise)
+        if bool(do_noise.any()):
+            std = (n[:, 1].abs() * self.noise_std * do_noise).to(x.dtype)
+            noise_gen = torch.Generator(device=dev).manual_seed(noise_seed)
+            field = torch.randn(x.shape, generator=noise_gen, device=dev, dtype=x.dtype)
+            x = x + field * std[:, None, None, None]
+
+        # 4. cutout
+        do_cut = fires(10, p, cfg.cutout)
+        if bool(do_cut.any()):
+            keep = cutout_masks(u[:, 11:13], self.cutout_size, h, w, dev, x.dtype)
+            keep = torch.where(do_cut[:, None, None, None], keep, torch.ones_like(keep))
+            x = x * keep
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Adaptive probability controller
+
+
+class AdaptiveP:
+    """ADA's overfitting heuristic r_t = E[sign(D(real))] driving the augmentation probability p.
+
+    Call `update(d_real_logits)` once per discriminator step with that step's real logits. Every
+    `interval` calls, the accumulated sums are reduced (`reduce`, in-place sum across processes; default
+    none), r_t is computed and p moves by sign(r_t − target) · N / (kimg · 1000), N = real images in the
+    interval (all processes), then is clamped to [0, 1]. Accumulation stays on the logits' device; the
+    only host sync is at the adjustment. With `frozen=True` (NO-AUG) p never moves.
+    """
+
+    def __init__(
+        self,
+        target: float = 0.6,
+        interval: int = 4,
+        kimg: float = 100.0,
+        p: float = 0.0,
+        reduce: Callable[[torch.Tensor], object] | None = None,
+        frozen: bool = False,
+    ) -> None:
+        if interval < 1 or kimg <= 0:
+            raise ValueError(f"interval must be >= 1 and kimg > 0, got {interval}, {kimg}")
+        self.target = float(target)
+        self.interval = int(interval)
+        self.kimg = float(kimg)
+        self.p = float(min(max(p, 0.0), 1.0))
+        self.r_t = 0.0
+        self.reduce = reduce
+        self.frozen = bool(frozen)
+        self.steps = 0  # calls since the last adjustment
+        self.adjustments = 0
+        self._acc: torch.Tensor | None = None  # [sum of signs, count] on the logits' device
+
+    @classmethod
+    def from_config(
+        cls, cfg: AugmentConfig, reduce: Callable[[torch.Tensor], object] | None = None
+    ) -> "AdaptiveP":
+        return cls(cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, cfg.p_init if cfg.enabled else 0.0,
+                   reduce=reduce, frozen=not cfg.enabled)
+
+    def update(self, d_real_logits: torch.Tensor) -> bool:
+        """Accumulate one step's real logits; returns True when p was adjusted on this call."""
+        logits = d_real_logits.detach().flatten().float()
+        step = torch.stack([torch.sign(logits).sum(), logits.new_tensor(float(logits.numel()))]).double()
+        self._acc = step if self._acc is None else self._acc.to(step.device) + step
+        self.steps += 1
+        if self.steps < self.interval:
+            return False
+        acc = self._acc.clone()
+        if self.reduce is not None:
+            self.reduce(acc)
+        total, count = (float(v) for v in acc.tolist())
+        self._acc = None
+        self.steps = 0
+        if count <= 0:
+            return False
+        self.r_t = total / count
+        if not self.frozen:
+            delta = math.copysign(1.0, self.r_t - self.target) if self.r_t != self.target else 0.0
+            self.p = float(min(max(self.p + delta * count / (self.kimg * 1000.0), 0.0), 1.0))
+        self.adjustments += 1
+        return True
+
+    def state_dict(self) -> dict[str, float]:
+        """Plain floats (JSON-safe). Includes the partial accumulation of the current interval (local)."""
+        acc = [0.0, 0.0] if self._acc is None else [float(v) for v in self._acc.tolist()]
+        return {"p": self.p, "r_t": self.r_t, "steps": float(self.steps), "adjustments": float(self.adjustments),
+                "acc_sum": acc[0], "acc_count": acc[1]}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.p = float(min(max(float(state["p"]), 0.0), 1.0))
+        self.r_t = float(state.get("r_t", 0.0))
+        self.steps = int(state.get("steps", 0))
+        self.adjustments = int(state.get("adjustments", 0))
+        s, c = float(state.get("acc_sum", 0.0)), float(state.get("acc_count", 0.0))
+        self._acc = torch.tensor([s, c], dtype=torch.float64) if (self.steps or c) else None
