@@ -1,0 +1,185 @@
+"""Random 512x512x5 patch reads from the prepared store: raw `PatchStore.read_patch` and the training
+DataLoader (`gantlitz.data.patch_loader`, grouped batches, worker processes), warm and cold page cache.
+
+The store (default 8 subjects at 6144x4096, ~2 GB) is written directly in the store format with
+random-ish uint16 data (smooth noise + grain: compressibility does not matter for an uncompressed memory
+map), unless --store points at an existing one.  Cold-cache runs need root (``/proc/sys/vm/drop_caches``);
+without it the script falls back to ``posix_fadvise(DONTNEED)`` on the store's files.
+
+    python benchmarks/bench_patch_reads.py --store /tmp/bench-store --out benchmarks/patch_reads.md --delete
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gantlitz.config import MODALITY_CHANNELS  # noqa: E402
+from gantlitz.data.sampling import GroupedBatchSampler, patch_loader, training_locations  # noqa: E402
+from gantlitz.data.store import STORE_FORMAT, STORE_VERSION, PatchStore  # noqa: E402
+
+
+def make_store(path: Path, subjects: int, height: int, width: int) -> None:
+    """Write a synthetic store (random-ish uint16, elliptical mask) straight in the store format."""
+    tmp = path.parent / f".{path.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    tex = np.lib.format.open_memmap(tmp / "textures.npy", mode="w+", dtype=np.uint16,
+                                    shape=(subjects, height, width, 5))
+    rows = 256
+    base = rng.integers(0, 65536, size=(rows, width, 5), dtype=np.uint16)
+    for s in range(subjects):
+        for r in range(0, height, rows):
+            tex[s, r : r + rows] = base + np.uint16((s * 977 + r) % 65536)  # wraps: random-ish everywhere
+    tex.flush()
+    del tex
+    ph, pw = round(height * 1024 / max(height, width)), round(width * 1024 / max(height, width))
+    prev = np.lib.format.open_memmap(tmp / "preview.npy", mode="w+", dtype=np.uint16, shape=(subjects, ph, pw, 5))
+    prev[:] = 32768
+    prev.flush()
+    del prev
+    yy, xx = np.mgrid[0:height, 0:width]
+    mask = (((yy - height / 2) / (0.48 * height)) ** 2 + ((xx - width / 2) / (0.48 * width)) ** 2 <= 1)
+    np.save(tmp / "mask.npy", mask.astype(np.uint8))
+    manifest = {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "canvas": {"height": height, "width": width},
+        "modalities": dict(MODALITY_CHANNELS), "subjects": [f"bench{i:03d}" for i in range(subjects)],
+        "displacement_scale": 10.0, "normal_convention": "opengl", "flip": True, "crop": None,
+        "mask": "synthetic ellipse", "preview": {"height": ph, "width": pw}, "dtype": "uint16",
+        "note": "benchmark store: random-ish uint16 written directly in the store format",
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)
+
+
+def drop_cache(store: Path) -> str:
+    """Evict the store from the page cache; returns the method used."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "drop_caches"
+    except OSError:
+        for f in store.iterdir():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return "fadvise"
+
+
+def bench_raw(store_path: Path, n: int, patch: int, seed: int) -> float:
+    store = PatchStore(store_path)
+    locs = training_locations(store.mask, patch)
+    sampler = GroupedBatchSampler(locs, len(store.subjects), 8, 2, seed=seed)
+    keys = [k for step in range((n + 7) // 8) for k in sampler.batch_at(step)][:n]
+    t0 = time.perf_counter()
+    for s, t, l, f in keys:
+        store.read_patch(s, t, l, patch, f)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_loader(store_path: Path, n: int, patch: int, seed: int, workers: int, batch: int) -> float:
+    steps = max(1, n // batch)
+    loader = patch_loader(store_path, patch, batch, 2, seed=seed, steps=steps + 2, workers=workers)
+    it = iter(loader)
+    next(it)  # worker start-up is not a read cost
+    next(it)
+    t0 = time.perf_counter()
+    count = 0
+    for b in it:
+        count += b["image"].shape[0]
+    return count / (time.perf_counter() - t0)
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"numpy {np.__version__}, torch {torch.__version__}, {platform.system()} {platform.release()}; "
+            f"load average at start {load}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, default=Path("/tmp/gantlitz-bench-store"))
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--size", default="6144x4096", help="WxH")
+    ap.add_argument("--patch", type=int, default=512)
+    ap.add_argument("--reads", type=int, default=2000, help="patches per warm measurement")
+    ap.add_argument("--cold-reads", type=int, default=400, help="patches per cold measurement")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    ap.add_argument("--delete", action="store_true", help="delete the store afterwards")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.lower().split("x"))
+
+    created = False
+    if not (args.store / "manifest.json").is_file():
+        t0 = time.perf_counter()
+        make_store(args.store, args.subjects, h, w)
+        created = True
+        print(f"created {args.store} in {time.perf_counter() - t0:.1f} s")
+    store = PatchStore(args.store)
+    size_gb = (args.store / "textures.npy").stat().st_size / 1e9
+    info = machine_info()
+    print(info)
+    rows = []
+    try:
+        # warm: read everything once so the store sits in the page cache
+        bench_raw(args.store, args.reads, args.patch, seed=99)
+        rows.append(("read_patch", "warm", bench_raw(args.store, args.reads, args.patch, seed=1)))
+        rows.append((f"DataLoader (workers {args.workers}, batch {args.batch})", "warm",
+                     bench_loader(args.store, args.reads, args.patch, 2, args.workers, args.batch)))
+        method = drop_cache(args.store)
+        rows.append(("read_patch", f"cold ({method})", bench_raw(args.store, args.cold_reads, args.patch, seed=3)))
+        method = drop_cache(args.store)
+        rows.append((f"DataLoader (workers {args.workers}, batch {args.batch})", f"cold ({method})",
+                     bench_loader(args.store, args.cold_reads, args.patch, 4, args.workers, args.batch)))
+    finally:
+        if args.delete:
+            shutil.rmtree(args.store, ignore_errors=True)
+            print(f"deleted {args.store}" + (" (created by this run)" if created else ""))
+    hh, ww = store.canvas
+    table = [
+        f"Random {args.patch}x{args.patch}x5 uint16 patch reads, {len(store.subjects)} subjects at {ww}x{hh} "
+        f"({size_gb:.2f} GB, `.npy` memory map), training-grid locations, random subject and flip.",
+        "",
+        f"Machine: {info}",
+        "",
+        "| path | cache | patches/s |",
+        "|---|---|---|",
+        *[f"| {name} | {cache} | {rate:,.0f} |" for name, cache, rate in rows],
+    ]
+    text = "\n".join(table)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

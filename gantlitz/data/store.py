@@ -1,0 +1,197 @@
+"""Read side of the prepared dataset (docs/architecture.md): memory-mapped random patch access.
+
+`PatchStore` opens ``textures.npy`` / ``preview.npy`` as read-only memory maps lazily, on first use in
+the process that reads, and drops them when pickled, so a store can be handed to DataLoader worker
+processes (each worker maps the file itself; the page cache is shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import DATA_CHANNELS, MODALITY_CHANNELS
+
+__all__ = ["StoreError", "PatchStore", "to_network", "STORE_FORMAT", "STORE_VERSION"]
+
+STORE_FORMAT = "gantlitz-dataset"
+STORE_VERSION = 1
+_REQUIRED = ("format", "version", "canvas", "modalities", "subjects", "displacement_scale")
+
+
+class StoreError(ValueError):
+    """A missing, incomplete or corrupt prepared dataset; the message names the file."""
+
+
+def to_network(values: np.ndarray) -> np.ndarray:
+    """Stored uint16 → float32 network space [-1, 1]."""
+    return values.astype(np.float32) * np.float32(2.0 / 65535.0) - np.float32(1.0)
+
+
+class PatchStore:
+    """A prepared dataset on disk.
+
+    - ``manifest`` (dict), ``canvas`` (H, W), ``subjects`` (names), ``mask`` (uint8 H x W),
+      ``displacement_scale``, ``normal_convention``, ``flip`` (whether flipping is allowed).
+    - `read_patch` returns float32 (5, size, size) in network space [-1, 1], multiplied by the mask.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: no prepared dataset here (not a folder); run `gantlitz prepare`")
+        mpath = self.path / "manifest.json"
+        if not mpath.is_file():
+            raise StoreError(
+                f"{mpath}: missing; {self.path} is not a complete prepared dataset (an interrupted "
+                "`gantlitz prepare` leaves no manifest): prepare it again"
+            )
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{mpath}: unreadable manifest ({exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+            raise StoreError(f"{mpath}: not a gantlitz dataset manifest (format must be {STORE_FORMAT!r})")
+        missing = [k for k in _REQUIRED if k not in manifest]
+        if missing:
+            raise StoreError(f"{mpath}: manifest lacks {', '.join(missing)}")
+        if manifest["version"] != STORE_VERSION:
+            raise StoreError(f"{mpath}: dataset format version {manifest['version']}, this gantlitz reads {STORE_VERSION}")
+        if dict(manifest["modalities"]) != MODALITY_CHANNELS:
+            raise StoreError(f"{mpath}: modalities {manifest['modalities']} differ from {MODALITY_CHANNELS}")
+        self.manifest: dict[str, Any] = manifest
+        self.canvas: tuple[int, int] = (int(manifest["canvas"]["height"]), int(manifest["canvas"]["width"]))
+        self.subjects: list[str] = list(manifest["subjects"])
+        self.displacement_scale = float(manifest["displacement_scale"])
+        self.normal_convention: str = manifest.get("normal_convention", "opengl")
+        self.flip: bool = bool(manifest.get("flip", True))
+        n, (h, w) = len(self.subjects), self.canvas
+        # Check the arrays' headers (and that the data is all there) once, then drop the maps.
+        tex = self._open("textures.npy", (n, h, w, DATA_CHANNELS))
+        prev = self._open("preview.npy", None)
+        if prev.ndim != 4 or prev.shape[0] != n or prev.shape[3] != DATA_CHANNELS:
+            raise StoreError(f"{self.path / 'preview.npy'}: shape {prev.shape} does not match {n} subjects x 5 channels")
+        self.preview_size: tuple[int, int] = (int(prev.shape[1]), int(prev.shape[2]))
+        del tex, prev
+        mfile = self.path / "mask.npy"
+        try:
+            mask = np.load(mfile)
+        except (OSError, ValueError, EOFError) as exc:
+            raise StoreError(f"{mfile}: unreadable ({exc})") from exc
+        if mask.shape != self.canvas:
+            raise StoreError(f"{mfile}: shape {mask.shape} differs from the canvas {self.canvas}")
+        self.mask: np.ndarray = (mask > 0).astype(np.uint8)
+        self._mask_f = self.mask.astype(np.float32)
+        self._textures: np.memmap | None = None
+        self._previews: np.memmap | None = None
+
+    # -- memory maps ------------------------------------------------------------------------------
+    def _open(self, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
+        f = self.path / name
+        if not f.is_file():
+            raise StoreError(f"{f}: missing from the prepared dataset")
+        try:
+            arr = np.load(f, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise StoreError(f"{f}: corrupt or truncated ({exc})") from exc
+        if arr.dtype != np.uint16:
+            raise StoreError(f"{f}: dtype {arr.dtype}, expected uint16")
+        if shape is not None and tuple(arr.shape) != shape:
+            raise StoreError(f"{f}: shape {tuple(arr.shape)}, the manifest says {shape}")
+        return arr
+
+    @property
+    def textures(self) -> np.ndarray:
+        """uint16 (N, H, W, 5) read-only memory map (opened on first use in this process)."""
+        if self._textures is None:
+            self._textures = self._open("textures.npy", (len(self.subjects), *self.canvas, DATA_CHANNELS))
+        return self._textures
+
+    @property
+    def previews(self) -> np.ndarray:
+        """uint16 (N, h, w, 5) area-down-sampled whole textures."""
+        if self._previews is None:
+            self._previews = self._open("preview.npy", None)
+        return self._previews
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_textures"] = None
+        state["_previews"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __repr__(self) -> str:
+        h, w = self.canvas
+        return f"PatchStore({str(self.path)!r}, subjects={len(self.subjects)}, canvas={w}x{h})"
+
+    # -- reads ------------------------------------------------------------------------------------
+    def _check_subject(self, subject: int) -> int:
+        subject = int(subject)
+        if not 0 <= subject < len(self.subjects):
+            raise IndexError(f"subject {subject} out of range (dataset has {len(self.subjects)})")
+        return subject
+
+    def read_patch(
+        self, subject: int, top: int, left: int, size: int, flip: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """float32 (5, size, size) in [-1, 1] of subject's texture at (top, left), times the mask there.
+
+        ``flip`` reads the horizontally mirrored texture: the patch at (top, left) of the mirror image.
+        The mask applied is the dataset mask at (top, left) in both cases: the same support the
+        generator's output masking gives a patch at that location.  ``out`` (float32, C-contiguous,
+        (5, size, size)) receives the result instead of a new array.
+        """
+        subject = self._check_subject(subject)
+        h, w = self.canvas
+        top, left, size = int(top), int(left), int(size)
+        if size <= 0 or top < 0 or left < 0 or top + size > h or left + size > w:
+            raise ValueError(f"patch ({top}, {left}) of size {size} does not fit the {w}x{h} canvas")
+        if flip:
+            c0 = w - left - size
+            raw = self.textures[subject, top : top + size, c0 : c0 + size][:, ::-1]
+        else:
+            raw = self.textures[subject, top : top + size, left : left + size]
+        if out is None:
+            out = np.empty((DATA_CHANNELS, size, size), np.float32)
+        elif out.shape != (DATA_CHANNELS, size, size) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(DATA_CHANNELS, size, size)}, got {out.dtype} {out.shape}")
+        # One pass straight from the memory map: cast, scale and channel-first layout together.
+        np.multiply(raw.transpose(2, 0, 1), np.float32(2.0 / 65535.0), out=out, casting="unsafe")
+        out -= np.float32(1.0)
+        m = self.mask[top : top + size, left : left + size]
+        if not m.all():
+            out *= self._mask_f[top : top + size, left : left + size]
+        return out
+
+    def mask_at(self, height: int, width: int) -> np.ndarray:
+        """The mask resized to height x width (area average, threshold 0.5), uint8."""
+        m = _resize(self._mask_f[None], height, width)[0]
+        return (m > 0.5).astype(np.uint8)
+
+    def read_whole(self, subject: int, height: int, width: int, flip: bool = False) -> np.ndarray:
+        """float32 (5, height, width) in [-1, 1]: the whole texture from the preview, resized, masked."""
+        subject = self._check_subject(subject)
+        prev = to_network(np.asarray(self.previews[subject])).transpose(2, 0, 1)
+        if flip:
+            prev = prev[:, :, ::-1]
+        x = _resize(np.ascontiguousarray(prev), height, width)
+        return np.ascontiguousarray(x * self.mask_at(height, width)[None].astype(np.float32))
+
+
+def _resize(chw: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Anti-aliased bilinear resize of a C x H x W float32 array."""
+    import torch
+    import torch.nn.functional as F
+
+    if chw.shape[1:] == (height, width):
+        return chw.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
+    out = F.interpolate(t, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].numpy()

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny synthetic raw dataset and its prepared store (256 x 256, 3 subjects)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_SIZE = (256, 256)
+TINY_SUBJECTS = 3
+
+
+@pytest.fixture(scope="session")
+def raw_dataset(tmp_path_factory) -> Path:
+    """`gantlitz synth` output: 3 subjects at 256 x 256 (mask.png + subjectNNN/{albedo,specular,normal}.png).
+
+    Shared by the session: do not modify it; copy it with `raw_copy`."""
+    from gantlitz.data.synth import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    return synthesize_dataset(out, TINY_SUBJECTS, TINY_SIZE, seed=0, progress=False)
+
+
+@pytest.fixture()
+def raw_copy(raw_dataset, tmp_path) -> Path:
+    """A private, modifiable copy of `raw_dataset`."""
+    dst = tmp_path / "raw"
+    shutil.copytree(raw_dataset, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def prepared_store(raw_dataset, tmp_path_factory) -> Path:
+    """The prepared store of `raw_dataset` (read-only; open it with `gantlitz.data.PatchStore`)."""
+    from gantlitz.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("store") / "ds"
+    return prepare(raw_dataset, out, progress=False)
+
+
+def lps_dir() -> Path | None:
+    """The full-resolution Lee Perry-Smith scan, if this checkout can see it."""
+    from gantlitz.data.synth import find_scan_dir
+
+    try:
+        return find_scan_dir()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,200 @@
+import json
+import shutil
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+from click.testing import CliRunner
+
+from gantlitz import maps
+from gantlitz.cli import main
+import gantlitz.data.prepare as prep
+from gantlitz.data.store import PatchStore, StoreError
+from gantlitz.imageio import read_image, write_image
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["prepare", *map(str, args)])
+
+
+def _tree(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_prepared_store_contents(prepared_store, raw_dataset):
+    store = PatchStore(prepared_store)
+    man = store.manifest
+    assert man["format"] == "gantlitz-dataset" and man["version"] == 1
+    assert store.canvas == (256, 256) and store.subjects == ["subject000", "subject001", "subject002"]
+    assert man["modalities"] == {"albedo": 3, "specular": 1, "displacement": 1}
+    assert man["normal_convention"] == "opengl" and man["flip"] is True and man["crop"] is None
+    tex = np.load(prepared_store / "textures.npy", mmap_mode="r")
+    assert tex.dtype == np.uint16 and tex.shape == (3, 256, 256, 5)
+    assert np.load(prepared_store / "preview.npy").shape == (3, 256, 256, 5)
+    mask = np.load(prepared_store / "mask.npy")
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    assert (mask == (read_image(raw_dataset / "mask.png")[..., 0] > 0.5)).all()
+    vis = mask > 0
+    # albedo / specular are stored as given (16-bit), 0.5 outside the mask
+    alb = read_image(raw_dataset / "subject001" / "albedo.png")
+    assert np.abs(tex[1][..., :3][vis] / 65535.0 - alb[vis]).max() < 1e-4
+    assert (tex[1][~vis] == 32768).all()
+    # one dataset-wide scale: the widest subject spans [0, 1] inside the mask, the others less
+    spans = [np.ptp(tex[i][..., 4][vis]) / 65535.0 for i in range(3)]
+    assert max(spans) > 0.999 and all(0.2 < s <= 1.0 for s in spans)
+    # the stored displacement gives the input normals back through the manifest's scale
+    d = tex[2][..., 4] / 65535.0
+    n = maps.displacement_to_normals(d, store.displacement_scale, "opengl")
+    n0 = maps.decode_normals(read_image(raw_dataset / "subject002" / "normal.png"))
+    inner = maps.clean_mask(vis) & (np.pad(vis, 2)[4:, 2:-2] & np.pad(vis, 2)[:-4, 2:-2]
+                                    & np.pad(vis, 2)[2:-2, 4:] & np.pad(vis, 2)[2:-2, :-4])
+    assert (n * n0).sum(-1)[inner > 0].mean() > 0.998
+
+
+def test_derived_mask_crop_and_directx(raw_copy, tmp_path):
+    (raw_copy / "mask.png").unlink()
+    crop = ("--crop", "64,0,128,192")
+    res = _run(raw_copy, tmp_path / "gl", *crop)
+    assert res.exit_code == 0, res.output
+    for sub in sorted(p for p in raw_copy.iterdir() if p.is_dir()):  # the same normals, DirectX-encoded
+        img = read_image(sub / "normal.png")
+        img[..., 1] = 1.0 - img[..., 1]
+        write_image(sub / "normal.png", img, overwrite=True)
+    out = tmp_path / "dx"
+    res = _run(raw_copy, out, *crop, "--normal-convention", "directx", "--no-flip")
+    assert res.exit_code == 0, res.output
+    store, ref = PatchStore(out), PatchStore(tmp_path / "gl")
+    assert store.canvas == (192, 128) and store.manifest["crop"] == [64, 0, 128, 192]
+    assert store.flip is False and store.manifest["mask"] == "derived"
+    assert store.manifest["normal_convention"] == "directx"
+    assert store.mask.mean() > 0.8 and (store.mask == ref.mask).all()
+    assert abs(store.displacement_scale - ref.displacement_scale) < 1e-3 * ref.displacement_scale
+    diff = np.abs(store.textures.astype(np.int64) - ref.textures.astype(np.int64))
+    assert diff.max() <= 40  # same data up to 16-bit rounding of the flipped green channel
+
+
+def test_displacement_and_exr_input(raw_copy, tmp_path):
+    sub = raw_copy / "subject000"
+    (sub / "normal.png").unlink()
+    disp = np.random.default_rng(0).random((256, 256)).astype(np.float32) * 3.0  # float heights
+    write_image(sub / "displacement.exr", disp, float_exr=True)
+    alb = read_image(sub / "albedo.png")
+    (sub / "albedo.png").unlink()
+    write_image(sub / "albedo.exr", alb, float_exr=True)
+    out = prep.prepare(raw_copy, tmp_path / "ds", progress=False, displacement_height=2.0)
+    store = PatchStore(out)
+    tex = store.textures
+    vis = store.mask > 0
+    assert np.abs(tex[0][..., :3][vis] / 65535.0 - alb[vis]).max() < 1e-4
+    d = tex[0][..., 4][vis] / 65535.0
+    assert np.corrcoef(d, disp[vis])[0, 1] > 0.999
+
+
+def _expect_problem(src, out, *patterns, extra=()):
+    res = _run(src, out, *extra)
+    assert res.exit_code != 0
+    for pat in patterns:
+        assert pat in res.output, res.output
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}*"))  # no temporary left behind
+    return res.output
+
+
+def test_mismatched_sizes_wrong_channels_nan_truncated_missing_all_reported(raw_copy, tmp_path):
+    s0, s1, s2 = (raw_copy / f"subject00{i}" for i in range(3))
+    write_image(s0 / "specular.png", np.zeros((128, 256, 1), np.float32), overwrite=True)  # size
+    write_image(s1 / "albedo.png", np.zeros((256, 256, 1), np.float32), overwrite=True)  # channels
+    (s2 / "specular.png").unlink()  # missing map
+    out = _expect_problem(raw_copy, tmp_path / "ds", "subject000/specular.png: size 256x128 differs",
+                          "subject002: missing specular map")
+    assert "problem(s)" in out
+    # channels, NaN and truncation are found by decoding: fix the header problems first
+    write_image(s0 / "specular.png", np.zeros((256, 256, 1), np.float32), overwrite=True)
+    shutil.copy(s0 / "specular.png", s2 / "specular.png")
+    nan = np.zeros((256, 256, 3), np.float32)
+    nan[5, 5, 0] = np.nan
+    (s0 / "albedo.png").unlink()
+    o = oiio.ImageOutput.create(str(s0 / "albedo.exr"))
+    o.open(str(s0 / "albedo.exr"), oiio.ImageSpec(256, 256, 3, oiio.FLOAT))
+    o.write_image(nan)
+    o.close()
+    data = (s2 / "normal.png").read_bytes()
+    (s2 / "normal.png").write_bytes(data[: len(data) // 2])
+    _expect_problem(raw_copy, tmp_path / "ds", "subject000/albedo.exr: contains 1 NaN/Inf",
+                    "subject001/albedo.png: albedo has 1 channel(s)", "subject002/normal.png: truncated")
+
+
+def test_value_range_and_canvas_and_empty(raw_copy, tmp_path):
+    sub = raw_copy / "subject001"
+    (sub / "specular.png").unlink()
+    write_image(sub / "specular.exr", np.full((256, 256, 1), 1.5, np.float32))
+    _expect_problem(raw_copy, tmp_path / "ds", "specular.exr: specular values span [1.5, 1.5]")
+    (sub / "specular.exr").unlink()
+    write_image(sub / "specular.png", np.full((256, 256, 1), 0.5, np.float32))
+    _expect_problem(raw_copy, tmp_path / "ds", "not divisible by 64", extra=("--crop", "0,0,100,128"))
+    _expect_problem(raw_copy, tmp_path / "ds", "does not fit", extra=("--crop", "200,0,128,128"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _expect_problem(empty, tmp_path / "ds", "no subject folders")
+    (sub / "normal.png").rename(sub / "normal.bmp")
+    _expect_problem(raw_copy, tmp_path / "ds", "normal.bmp: unsupported format")
+
+
+def test_existing_out_untouched_without_overwrite(raw_dataset, prepared_store, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(prepared_store, out)
+    (out / "keep.txt").write_text("mine")
+    before = _tree(out)
+    res = _run(raw_dataset, out, "--no-flip")
+    assert res.exit_code != 0 and "exists" in res.output
+    assert _tree(out) == before
+    res = _run(raw_dataset, out, "--no-flip", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert not (out / "keep.txt").exists() and PatchStore(out).flip is False
+    assert not list(tmp_path.glob(".ds*"))
+
+
+def test_interrupted_run_leaves_nothing_that_loads(raw_dataset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = prep._quantise
+
+    def boom(x):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(x)
+
+    monkeypatch.setattr(prep, "_quantise", boom)
+    out = tmp_path / "ds"
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(raw_dataset, out, progress=False)
+    assert not out.exists() and not list(tmp_path.glob(".ds*"))
+    # a folder killed mid-write (no manifest) or with a broken manifest is refused by the loader
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    np.lib.format.open_memmap(partial / "textures.npy", mode="w+", dtype=np.uint16, shape=(1, 64, 64, 5))
+    with pytest.raises(StoreError, match="manifest.json: missing"):
+        PatchStore(partial)
+    (partial / "manifest.json").write_text("{\"format\": \"gantlitz-dataset\"")
+    with pytest.raises(StoreError, match="unreadable manifest"):
+        PatchStore(partial)
+
+
+def test_store_refuses_corrupt_arrays(prepared_store, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(prepared_store, out)
+    with open(out / "textures.npy", "r+b") as f:
+        f.truncate(4096)
+    with pytest.raises(StoreError, match="textures.npy: corrupt or truncated"):
+        PatchStore(out)
+    shutil.copy(prepared_store / "textures.npy", out / "textures.npy")
+    man = json.loads((out / "manifest.json").read_text())
+    man["canvas"]["width"] = 128
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(StoreError, match="textures.npy: shape"):
+        PatchStore(out)
+    (out / "mask.npy").unlink()
+    with pytest.raises(StoreError):
+        PatchStore(out)
+    with pytest.raises(StoreError, match="not a folder"):
+        PatchStore(tmp_path / "nothing")
