@@ -1,0 +1,530 @@
+"""KID distributions of checkpoints against the training data, figures and spectra (SPEC §9, paper §5.5–5.6).
+
+Two layers:
+
+- `evaluate_sets(real, generated, extractor, ...)`: the statistics on arrays.  Features of the real
+  images and of every generated set; the reference distribution "real splits" (KID between two
+  disjoint random halves of the real set, 1000 times: centred on 0 by construction) and, per generated
+  set, KID between a random real subset and an equally sized random generated subset, 1000 times.
+- `evaluate(checkpoints, data, out, ...)`: reads the prepared dataset, samples every checkpoint, runs
+  `evaluate_sets` on whole albedo maps (down-sampled) and on one albedo patch (default: the lips),
+  computes the radially averaged power spectra of real vs generated patches per modality, and writes
+  `kid_whole.{json,csv,png}`, `kid_patch.{json,csv,png}`, `spectra.{json,png}` and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import MODALITIES, MODALITY_CHANNELS
+from .metrics.features import build_extractor, extract_features
+from .metrics.kid import kid, kid_splits, summarize
+from .metrics.plots import kid_boxplot, spectra_plot
+from .metrics.spectra import radial_power_spectrum
+
+__all__ = [
+    "REAL",
+    "NAMED_LOCATIONS",
+    "RESULT_FILES",
+    "evaluate_sets",
+    "evaluate",
+    "resolve_location",
+    "whole_shape",
+    "area_downsample",
+    "checkpoint_labels",
+]
+
+log = logging.getLogger(__name__)
+
+REAL = "real splits"
+"""Name of the reference distribution (real vs real) in results and figures."""
+
+NAMED_LOCATIONS: dict[str, tuple[float, float]] = {"lips": (0.467, 0.5)}
+"""Built-in patch locations as the (row, column) fraction of the canvas at the patch centre.
+
+Measured on the Lee Perry-Smith albedo (`Map-COL.jpg`, 1024², image rows top to bottom as stored,
+which is the layout of the synthetic data): the lips span rows ≈ 455–500 and columns ≈ 450–575, centre
+(478, 512) → (0.467, 0.5).  A dataset manifest may override or add names with
+`"locations": {"lips": [top, left], ...}` in canvas pixels."""
+
+RESULT_FILES = (
+    "kid_whole.json", "kid_whole.csv", "kid_whole.png",
+    "kid_patch.json", "kid_patch.csv", "kid_patch.png",
+    "spectra.json", "spectra.png", "summary.json",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics on arrays
+# --------------------------------------------------------------------------------------------------
+
+
+def evaluate_sets(
+    real: np.ndarray,
+    generated: Mapping[str, np.ndarray],
+    extractor: Callable[[torch.Tensor], torch.Tensor],
+    n_splits: int = 1000,
+    subset_size: int | None = None,
+    seed: int = 0,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """KID distributions of real-vs-real halves and of real-vs-each-generated set.
+
+    `real`: N×H×W×3 in [0, 1]; `generated[name]`: M×H'×W'×3 in [0, 1] (M >= subset_size; sizes may
+    differ from the real images, the extractor resizes).  `subset_size` defaults to N // 2 (disjoint
+    halves for the reference).  Returns
+    `{"n_splits", "subset_size", "seed", "extractor", "feature_dim", "n_real",
+      "sets": {REAL: {...}, name: {...}}}` where every set holds `values` (np.ndarray, n_splits),
+    `mean`, `std`, `median`, `q1`, `q3`, `n` (images) and, for generated sets, `kid_all` (KID of the
+    whole real set against the whole generated set).
+    """
+    real = np.asarray(real)
+    if real.ndim != 4 or real.shape[-1] != 3:
+        raise ValueError(f"real must be N×H×W×3, got shape {real.shape}")
+    n_real = real.shape[0]
+    size = n_real // 2 if subset_size is None else int(subset_size)
+    if 2 * size > n_real or size < 2:
+        raise ValueError(
+            f"subset_size {size} needs 2 <= subset_size <= N/2 = {n_real // 2} real images "
+            "(the reference compares two disjoint real subsets)"
+        )
+    for name, imgs in generated.items():
+        if name == REAL:
+            raise ValueError(f"{REAL!r} is reserved for the reference distribution")
+        if np.shape(imgs)[0] < size:
+            raise ValueError(f"generated set {name!r} has {np.shape(imgs)[0]} images, needs >= subset_size {size}")
+
+    def feats(images: np.ndarray, desc: str) -> np.ndarray:
+        return extract_features(extractor, images, batch_size=batch_size, device=device, progress=progress, desc=desc)
+
+    f_real = feats(real, "features real")
+    ref = kid_splits(f_real, None, n_splits, size, seed)
+    sets: dict[str, dict[str, Any]] = {REAL: {"values": ref, **summarize(ref), "n": n_real}}
+    for name, imgs in generated.items():
+        f_gen = feats(np.asarray(imgs), f"features {name}")
+        values = kid_splits(f_real, f_gen, n_splits, size, seed)
+        sets[name] = {"values": values, **summarize(values), "n": int(f_gen.shape[0]), "kid_all": kid(f_real, f_gen)}
+    return {
+        "n_splits": int(n_splits),
+        "subset_size": size,
+        "seed": int(seed),
+        "extractor": str(getattr(extractor, "name", type(extractor).__name__)),
+        "feature_dim": int(f_real.shape[1]),
+        "n_real": n_real,
+        "sets": sets,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_location(
+    location: str | Sequence[int],
+    canvas: tuple[int, int],
+    patch: int,
+    manifest: Mapping[str, Any] | None = None,
+) -> tuple[int, int]:
+    """(top, left) of the evaluated patch in canvas pixels.
+
+    A name is looked up in the manifest's `locations` first (used as given), then in
+    `NAMED_LOCATIONS` (fraction of the canvas at the patch centre, snapped to the training patch grid
+    of stride patch/2 and clamped into the canvas).  Explicit (top, left) or "TOP,LEFT" is used as
+    given.  Out-of-canvas patches are an error.
+    """
+    height, width = int(canvas[0]), int(canvas[1])
+    if patch > height or patch > width:
+        raise ValueError(f"patch {patch} does not fit in the canvas {width}x{height}")
+    if isinstance(location, str) and "," in location:
+        try:
+            location = tuple(int(v) for v in location.split(","))
+        except ValueError as exc:
+            raise ValueError(f"location {location!r} is neither a name nor TOP,LEFT integers") from exc
+    if isinstance(location, str):
+        named = dict((manifest or {}).get("locations") or {})
+        if location in named:
+            top, left = (int(v) for v in named[location])
+        elif location in NAMED_LOCATIONS:
+            fy, fx = NAMED_LOCATIONS[location]
+            stride = max(patch // 2, 1)
+
+            def snap(centre: float, extent: int) -> int:
+                pos = int(round((centre - patch / 2) / stride)) * stride
+                return int(min(max(pos, 0), (extent - patch) // stride * stride))
+
+            top, left = snap(fy * height, height), snap(fx * width, width)
+        else:
+            known = sorted(set(named) | set(NAMED_LOCATIONS))
+            raise ValueError(f"unknown location {location!r}; known: {', '.join(known)} (or TOP,LEFT pixels)")
+    else:
+        if len(location) != 2:
+            raise ValueError(f"location must be (top, left), got {location!r}")
+        top, left = int(location[0]), int(location[1])
+    if not (0 <= top <= height - patch and 0 <= left <= width - patch):
+        raise ValueError(f"patch {patch} at (top {top}, left {left}) leaves the canvas {width}x{height}")
+    return top, left
+
+
+def whole_shape(canvas: tuple[int, int], whole_size: int) -> tuple[int, int, int]:
+    """(height, width, factor) of the down-sampled whole maps: the smallest integer factor that divides
+    both canvas sides and brings the long side to <= whole_size (so down-sampling is an exact block mean)."""
+    height, width = int(canvas[0]), int(canvas[1])
+    g = math.gcd(height, width)
+    for f in range(1, g + 1):
+        if g % f == 0 and max(height, width) // f <= whole_size:
+            return height // f, width // f, f
+    return height // g, width // g, g
+
+
+def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean of an H×W×C image by an integer factor (float32)."""
+    img = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return img
+    h, w, c = img.shape
+    if h % factor or w % factor:
+        raise ValueError(f"{w}x{h} is not divisible by {factor}")
+    blocks = img.reshape(h // factor, factor, w // factor, factor, c)
+    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Anti-aliased bilinear resize of an H×W×C image (used when a model's canvas differs from the data's)."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    shrink = t.shape[-2] > height or t.shape[-1] > width
+    t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
+    return t[0].permute(1, 2, 0).numpy()
+
+
+def checkpoint_labels(checkpoints: Sequence[str | os.PathLike], labels: Sequence[str] | None = None) -> list[str]:
+    """Names of the compared sets: `labels` if given, else file stems, else parent/stem when stems repeat."""
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != len(checkpoints):
+            raise ValueError(f"{len(labels)} labels for {len(checkpoints)} checkpoints")
+    else:
+        paths = [Path(p) for p in checkpoints]
+        labels = [p.stem if p.suffix else p.name for p in paths]
+        if len(set(labels)) != len(labels):
+            labels = [f"{p.parent.name}/{lab}" if p.parent.name else lab for p, lab in zip(paths, labels)]
+        if len(set(labels)) != len(labels):
+            labels = [str(p) for p in paths]
+    if len(set(labels)) != len(labels) or REAL in labels or "real" in labels:
+        raise ValueError(f"set labels must be unique and not 'real'/{REAL!r}: {labels}")
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Data access
+# --------------------------------------------------------------------------------------------------
+
+
+def _open_data(data: Any) -> tuple[Any, dict[str, Any]]:
+    """(store, manifest) from a prepared dataset folder, or an object with the PatchStore interface."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `gantlitz prepare` first")
+        from .data.store import PatchStore
+
+        return PatchStore(path), json.loads(manifest_path.read_text())
+    return data, dict(getattr(data, "manifest", None) or {})
+
+
+def _split_modalities(stack: np.ndarray) -> dict[str, np.ndarray]:
+    """(5, h, w) in [-1, 1] → {modality: h×w×c in [0, 1]}."""
+    hwc = np.transpose(np.asarray(stack, dtype=np.float32), (1, 2, 0)) * 0.5 + 0.5
+    out, c = {}, 0
+    for m in MODALITIES:
+        out[m] = np.clip(hwc[:, :, c : c + MODALITY_CHANNELS[m]], 0.0, 1.0)
+        c += MODALITY_CHANNELS[m]
+    return out
+
+
+def _read_whole_albedo(store: Any, subject: int, canvas: tuple[int, int], factor: int,
+                       max_tile: int = 2048) -> np.ndarray:
+    """Full-resolution albedo of a subject, block-mean down-sampled by `factor`, read tile by tile.
+
+    Uses `read_patch` (full resolution, masked) on square tiles whose side divides both canvas sides and
+    is a multiple of `factor`, so the result is exactly the block mean of the stored map (the store's
+    `read_whole` resamples its small preview instead, which would not match the generated maps).
+    """
+    height, width = canvas
+    g = math.gcd(height, width)
+    tile = factor  # whole_shape's factor divides g, so some divisor of g qualifies
+    for k in range(1, g + 1):
+        if g % k == 0 and (g // k) % factor == 0 and g // k <= max(max_tile, factor):
+            tile = g // k
+            break
+    out = np.empty((height // factor, width // factor, 3), np.float32)
+    t = tile // factor
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            albedo = _split_modalities(store.read_patch(subject, top, left, tile))["albedo"]
+            r, c = top // factor, left // factor
+            out[r : r + t, c : c + t] = area_downsample(albedo, factor)
+    return out
+
+
+def _call_loader(loader: Callable, path: Any, device: str) -> Any:
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "device" in params:
+        return loader(path, device=device)
+    return loader(path)
+
+
+def _tqdm(iterable, progress: bool, **kwargs):
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+def _outline(image: np.ndarray, top: int, left: int, height: int, width: int, thickness: int = 2) -> np.ndarray:
+    img = np.array(image, dtype=np.float32, copy=True)
+    red = np.array([1.0, 0.0, 0.0], np.float32)
+    b, r = min(top + height, img.shape[0]), min(left + width, img.shape[1])
+    img[top : top + thickness, left:r] = red
+    img[max(b - thickness, 0) : b, left:r] = red
+    img[top:b, left : left + thickness] = red
+    img[top:b, max(r - thickness, 0) : r] = red
+    return img
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+
+
+def _jsonable(result: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in result.items() if k != "sets"}
+    out.update(extra)
+    out["sets"] = {
+        name: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
+        for name, entry in result["sets"].items()
+    }
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, result: Mapping[str, Any], sources: Mapping[str, str | None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["set", "checkpoint", "split", "kid"])
+        for name, entry in result["sets"].items():
+            for i, value in enumerate(entry["values"]):
+                writer.writerow([name, sources.get(name) or "", i, repr(float(value))])
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Top level
+# --------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    checkpoints: Sequence[str | os.PathLike],
+    data: str | os.PathLike | Any,
+    out: str | os.PathLike,
+    *,
+    features: str = "local",
+    weights: str | os.PathLike | None = None,
+    n_splits: int = 1000,
+    subset_size: int | None = None,
+    location: str | Sequence[int] = "lips",
+    patch: int | None = None,
+    whole_size: int = 768,
+    count: int | None = None,
+    seed: int = 0,
+    truncation: float = 1.0,
+    labels: Sequence[str] | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    overwrite: bool = False,
+    progress: bool = True,
+    loader: Callable[..., Any] | None = None,
+    extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Evaluate checkpoints against a prepared dataset and write results and figures to `out`.
+
+    - Real set: every subject of the dataset (unflipped), read at full resolution.  Whole albedo maps
+      are block-mean down-sampled to the long side <= `whole_size` (integer factor, see `whole_shape`),
+      the same function as for the generated maps; the patch is
+      `patch`² (default: the checkpoint's patch size, else 512, clipped to the canvas) at `location`.
+    - Generated sets: `count` samples per checkpoint (default: as many as real subjects), seeds
+      `seed, seed+1, ...`, truncation `truncation` (1 = none), the same down-sampling, the patch cropped
+      from the whole albedo (identical to region synthesis, the patches being seamless), specular and
+      displacement synthesised on the patch region only.
+    - KID: `n_splits` splits of `subset_size` (default N // 2) per set, `seed` for the splits.
+    - `features`: "local" (default, no download) or "inception" with `weights` (a local file); an
+      `extractor` object overrides both.  `loader(path)` defaults to `gantlitz.generate.load`; `data`
+      may be a store-like object (tests).
+
+    Returns the summary dict (also written to `out/summary.json`).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    existing = [name for name in RESULT_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds results ({', '.join(existing)}); pass overwrite=True / --overwrite")
+    checkpoints = list(checkpoints)
+    for ckpt in checkpoints:
+        if not Path(ckpt).exists():
+            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    names = checkpoint_labels(checkpoints, labels)
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+
+    store, manifest = _open_data(data)
+    canvas = tuple(int(v) for v in store.canvas)
+    n_subjects = len(store.subjects)
+    if n_subjects < 4:
+        raise ValueError(f"the dataset has {n_subjects} subjects; KID splits need at least 4")
+    if extractor is None:
+        extractor = build_extractor(features, weights, device)
+    if loader is None and checkpoints:
+        from .generate import load as loader  # lazy: generation pulls in the networks
+
+    models = {}
+    for name, ckpt in zip(names, checkpoints):
+        models[name] = _call_loader(loader, ckpt, device)
+    if patch is None:
+        sizes = {int(getattr(m, "patch_size", 512)) for m in models.values()}
+        patch = min(sizes) if sizes else 512
+    patch = min(int(patch), canvas[0], canvas[1])
+    top, left = resolve_location(location, canvas, patch, manifest)
+    wh, ww, factor = whole_shape(canvas, whole_size)
+    count = n_subjects if count is None else int(count)
+    log.info("evaluating %d checkpoint(s) on %d subjects: whole %dx%d, patch %d at (%d, %d)",
+             len(models), n_subjects, ww, wh, patch, top, left)
+
+    # ---- real data --------------------------------------------------------------------------------
+    real_whole = np.empty((n_subjects, wh, ww, 3), np.float32)
+    real_patch = {m: np.empty((n_subjects, patch, patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
+    for i in _tqdm(range(n_subjects), progress, desc="real", unit="subject"):
+        real_whole[i] = _read_whole_albedo(store, i, canvas, factor)
+        for m, arr in _split_modalities(store.read_patch(i, top, left, patch)).items():
+            real_patch[m][i] = arr
+
+    # ---- generated data ---------------------------------------------------------------------------
+    gen_whole: dict[str, np.ndarray] = {}
+    gen_patch: dict[str, dict[str, np.ndarray]] = {}
+    seeds = [seed + i for i in range(count)]
+    for name, model in models.items():
+        model_canvas = tuple(int(v) for v in getattr(model, "canvas", canvas))
+        same_canvas = model_canvas == canvas
+        if not same_canvas:
+            log.warning("%s: canvas %s differs from the data's %s: whole maps are resized, no patch KID",
+                        name, model_canvas, canvas)
+        whole_set = np.empty((count, wh, ww, 3), np.float32)
+        patches = {m: np.empty((count, patch, patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
+        for j, s in enumerate(_tqdm(seeds, progress, desc=f"sample {name}", unit="sample")):
+            albedo = np.asarray(model.sample(s, modalities=("albedo",), truncation=truncation)["albedo"], np.float32)
+            if albedo.shape[:2] != model_canvas:
+                raise ValueError(f"{name}: sample of shape {albedo.shape} does not cover the canvas {model_canvas}")
+            whole_set[j] = area_downsample(albedo, factor) if same_canvas else _resize(albedo, wh, ww)
+            if same_canvas:
+                patches["albedo"][j] = albedo[top : top + patch, left : left + patch]
+                rest = model.sample(s, modalities=("specular", "displacement"), truncation=truncation,
+                                    region=(top, left, patch, patch))
+                for m in ("specular", "displacement"):
+                    arr = np.asarray(rest[m], np.float32)
+                    patches[m][j] = arr.reshape(patch, patch, -1)[:, :, : MODALITY_CHANNELS[m]]
+            del albedo
+        gen_whole[name] = np.clip(whole_set, 0.0, 1.0)
+        if same_canvas:
+            gen_patch[name] = {m: np.clip(v, 0.0, 1.0) for m, v in patches.items()}
+
+    # ---- KID --------------------------------------------------------------------------------------
+    kw = dict(n_splits=n_splits, subset_size=subset_size, seed=seed, batch_size=batch_size, device=device,
+              progress=progress)
+    whole_res = evaluate_sets(real_whole, gen_whole, extractor, **kw)
+    patch_res = evaluate_sets(real_patch["albedo"], {k: v["albedo"] for k, v in gen_patch.items()}, extractor, **kw)
+
+    # ---- spectra ----------------------------------------------------------------------------------
+    spectra: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for m in MODALITIES:
+        spectra[m] = {"real": tuple(radial_power_spectrum(real_patch[m]))}
+        for name, pset in gen_patch.items():
+            spectra[m][name] = tuple(radial_power_spectrum(pset[m]))
+
+    # ---- write ------------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {name: str(ckpt) for name, ckpt in zip(names, checkpoints)}
+    common = {
+        "checkpoints": sources,
+        "features": getattr(extractor, "name", features),
+        "weights": str(weights) if weights is not None else None,
+        "generation_seeds": [seeds[0], seeds[-1]] if seeds else [],
+        "truncation": truncation,
+        "dataset": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
+        "canvas": list(canvas),
+    }
+    whole_json = _jsonable(whole_res, {**common, "kind": "whole albedo", "size": [wh, ww], "factor": factor})
+    patch_json = _jsonable(patch_res, {**common, "kind": "albedo patch", "location": [top, left], "patch": patch,
+                                       "location_name": location if isinstance(location, str) else None})
+    _write_json(out / "kid_whole.json", whole_json)
+    _write_json(out / "kid_patch.json", patch_json)
+    _write_csv(out / "kid_whole.csv", whole_res, sources)
+    _write_csv(out / "kid_patch.csv", patch_res, sources)
+    feat_name = whole_json["features"]
+    kid_boxplot({k: v["values"] for k, v in whole_res["sets"].items()}, out / "kid_whole.png",
+                title=f"KID, whole albedo {ww}x{wh} ({feat_name} features, "
+                      f"{n_splits} splits of {whole_res['subset_size']})")
+    inset = _outline(real_whole.mean(axis=0), top // factor, left // factor, max(patch // factor, 2),
+                     max(patch // factor, 2))
+    loc_name = location if isinstance(location, str) else f"({top}, {left})"
+    kid_boxplot({k: v["values"] for k, v in patch_res["sets"].items()}, out / "kid_patch.png",
+                title=f"KID, {patch}² albedo patch '{loc_name}' ({feat_name}, "
+                      f"{n_splits} splits of {patch_res['subset_size']})",
+                inset=inset, inset_title=f"patch at top {top}, left {left}")
+    spectra_plot(spectra, out / "spectra.png",
+                 title=f"Radially averaged power spectra, {patch}² patches at ({top}, {left})")
+    _write_json(out / "spectra.json", {
+        "location": [top, left], "patch": patch, "window": "hann",
+        "modalities": {m: {name: {"freqs": f.tolist(), "power": p.tolist()} for name, (f, p) in sets.items()}
+                       for m, sets in spectra.items()},
+    })
+    summary = {
+        **common,
+        "n_real": n_subjects,
+        "count": count,
+        "n_splits": n_splits,
+        "subset_size": whole_res["subset_size"],
+        "seed": seed,
+        "location": [top, left],
+        "patch": patch,
+        "whole_size": [wh, ww],
+        "whole": {k: {s: v[s] for s in ("mean", "std", "median")} for k, v in whole_res["sets"].items()},
+        "patch_kid": {k: {s: v[s] for s in ("mean", "std", "median")} for k, v in patch_res["sets"].items()},
+        "files": list(RESULT_FILES),
+    }
+    _write_json(out / "summary.json", summary)
+    return summary
