@@ -1,0 +1,946 @@
+"""Generation: stitched full-canvas maps, sampling, interpolation, noise variation, extrapolation (§5.1, §5.4).
+
+`load(checkpoint)` gives a `TextureModel`; `model.sample(seed)` synthesises the full canvas (or an aligned
+region) of every requested modality from non-overlapping patch tiles, and `model.write(seed, out_dir)`
+writes `seedNNNN/{albedo,specular,displacement,normal}.{exr|png|tif}` plus a contact sheet.
+
+Memory: the device holds one tile of patches (all requested modalities batched in one forward pass) plus
+one tile being copied to the host, never the whole canvas. The host holds the finished float32 maps
+(6144x4096 x (3+1+1) x 4 B ~ 503 MB, plus 302 MB for the normal map, plus one transient copy of a map
+while its file is written); normals are derived from the displacement in row bands on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import maps as maps_mod
+from .checkpoint import CheckpointError, load_generator
+from .config import MODALITIES, MODALITY_CHANNELS
+from .geometry import level0_unit
+from .nn.generator import CHANNEL_SLICES, Generator
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMATS",
+    "PRECISIONS",
+    "OUTPUT_MAPS",
+    "TextureModel",
+    "load",
+    "parse_seeds",
+    "synthesize_texture",
+    "iter_tiles",
+    "tile_layout",
+    "normals_from_displacement",
+    "extrapolate_fill",
+    "interpolate_ws",
+    "contact_sheet",
+    "seeds_sheet",
+    "frames_sheet",
+    "vary_noise_sheet",
+    "output_paths",
+    "existing",
+]
+
+OUTPUT_MAPS: tuple[str, ...] = ("albedo", "specular", "displacement", "normal")
+"""Files written per seed, in contact-sheet order."""
+MAP_CHANNELS: dict[str, int] = {**MODALITY_CHANNELS, "normal": 3}
+
+FORMATS: dict[str, str] = {"exr": ".exr", "png16": ".png", "tiff": ".tif"}
+"""Output formats → file suffix. EXR: half float (displacement float32); PNG: 16-bit; TIFF: 16-bit
+(displacement float32)."""
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
+
+DEFAULT_NORMAL_CONVENTION = "opengl"
+DEFAULT_SCALE_PER_PIXEL = 1.0 / 256.0
+"""Displacement scale used when a checkpoint does not record its dataset's: canvas width / 256 pixels."""
+
+Region = tuple[int, int, int, int]
+
+
+# ================================================================================================ helpers
+def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
+    """`"0-7"`, `"1,5,9"`, `"0-3,8"` (or ints) → a list of distinct non-negative seeds, in order."""
+    if isinstance(text, int):
+        items: list[int] = [text]
+    elif isinstance(text, str):
+        items = []
+        parts = [p.strip() for p in text.split(",")]
+        if not text.strip() or any(not p for p in parts):
+            raise ValueError(f"invalid seed list {text!r}: use e.g. 0-7, 1,5,9 or 0-3,8")
+        for part in parts:
+            match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+            if not match:
+                raise ValueError(f"invalid seed {part!r} in {text!r}: seeds are non-negative integers or ranges a-b")
+            if match.group(3) is not None:
+                items.append(int(match.group(3)))
+            else:
+                a, b = int(match.group(1)), int(match.group(2))
+                if b < a:
+                    raise ValueError(f"invalid seed range {part!r}: the end is below the start")
+                if b - a >= 1_000_000:
+                    raise ValueError(f"seed range {part!r} is too long")
+                items.extend(range(a, b + 1))
+    else:
+        items = [int(s) for s in text]
+    seen: set[int] = set()
+    out = []
+    for s in items:
+        if s < 0 or s >= 2**63:
+            raise ValueError(f"seed {s} out of range (0 .. 2^63-1)")
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    if not out:
+        raise ValueError("no seeds given")
+    return out
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`auto`/None → CUDA when available, else CPU; anything else as given (validated)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` → tf32 on CUDA, fp32 elsewhere; tf32 on CPU is fp32 (there is no TF32 there)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
+    return precision
+
+
+def _get_tf32() -> tuple[Any, ...]:
+    try:
+        return ("legacy", torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    except RuntimeError:  # the process already uses the fp32_precision API (PyTorch >= 2.9)
+        return ("new", torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+
+
+def _set_tf32(state: tuple[Any, ...]) -> None:
+    kind, matmul, conv = state
+    if kind == "legacy":
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = conv
+    else:
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv
+
+
+@contextlib.contextmanager
+def precision_context(device: torch.device, precision: str) -> Iterator[None]:
+    """TF32 switches (restored afterwards) and bf16 autocast for the synthesis passes.
+
+    fp32 turns TF32 off for convolutions and matmuls (cuDNN allows it by default); tf32 and bf16 turn
+    it on (bf16 autocasts the convolutions, TF32 covers what stays in float32).
+    """
+    saved = None
+    if device.type == "cuda":
+        saved = _get_tf32()
+        allow = precision in ("tf32", "bf16")
+        if saved[0] == "legacy":
+            _set_tf32(("legacy", allow, allow))
+        else:
+            mode = "tf32" if allow else "ieee"
+            _set_tf32(("new", mode, mode))
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        if saved is not None:
+            _set_tf32(saved)
+
+
+def _check_region(region: Sequence[int] | None, canvas: tuple[int, int], unit: int) -> Region:
+    if region is None:
+        return (0, 0, canvas[0], canvas[1])
+    try:
+        top, left, height, width = (int(v) for v in region)
+    except (TypeError, ValueError):
+        raise ValueError(f"region must be (top, left, height, width), got {region!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"region {region!r} is empty")
+    if top < 0 or left < 0 or top + height > canvas[0] or left + width > canvas[1]:
+        raise ValueError(f"region {region!r} (top, left, height, width) lies outside the canvas {canvas}")
+    if any(v % unit for v in (top, left, height, width)):
+        raise ValueError(f"region {region!r} must be aligned to multiples of {unit} pixels")
+    return top, left, height, width
+
+
+def _modality_list(modalities: str | Sequence[str]) -> list[str]:
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    out = []
+    for m in modalities:
+        if m not in MAP_CHANNELS:
+            raise ValueError(f"unknown modality {m!r}; choose from {', '.join(OUTPUT_MAPS)}")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ValueError("no modality requested")
+    return out
+
+
+# ========================================================================================= tiled synthesis
+@dataclass(frozen=True)
+class Tile:
+    """One forward pass: a region of whole patches (clipped to the requested region)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    patches: int
+
+
+def tile_layout(region: Region, patch: int, patches_per_pass: int | None = None) -> list[Tile]:
+    """Row-major tiles covering `region` with at most `patches_per_pass` patches per forward pass.
+
+    With `patches_per_pass` >= the patches per row the tiles are bands of whole patch rows
+    (patches_per_pass // per_row rows); below that, strips of patches inside one row. None = one row.
+    """
+    top, left, height, width = region
+    rows, cols = math.ceil(height / patch), math.ceil(width / patch)
+    n = cols if patches_per_pass is None else int(patches_per_pass)
+    if n < 1:
+        raise ValueError(f"patches_per_pass must be >= 1, got {patches_per_pass}")
+    c = min(n, cols)
+    r = max(1, min(n // c, rows)) if n >= cols else 1
+    tiles = []
+    for y in range(top, top + height, r * patch):
+        th = min(r * patch, top + height - y)
+        for x in range(left, left + width, c * patch):
+            tw = min(c * patch, left + width - x)
+            tiles.append(Tile(y, x, th, tw, math.ceil(th / patch) * math.ceil(tw / patch)))
+    return tiles
+
+
+def _keep_and_channels(G: Generator, modalities: Sequence[str], batch: int) -> tuple[torch.Tensor, list[int]]:
+    keep = torch.zeros(batch, len(MODALITIES), dtype=torch.bool, device=G.mask.device)
+    channels: list[int] = []
+    for m in modalities:
+        keep[:, MODALITIES.index(m)] = True
+        channels.extend(range(CHANNEL_SLICES[m].start, CHANNEL_SLICES[m].stop))
+    return keep, channels
+
+
+def iter_tiles(
+    G: Generator | torch.nn.Module, ws: torch.Tensor, modalities: Sequence[str], noise_seed: int | torch.Tensor = 0,
+    *, region: Sequence[int] | None = None, patches_per_pass: int | None = None, apply_mask: bool = True,
+    noise: Any = None, call: Any = None,
+) -> Iterator[tuple[Tile, torch.Tensor]]:
+    """Synthesize `region` tile by tile: yields (tile, tensor (B, C, h, w)) in network space on ws.device.
+
+    C stacks the requested modalities' channels in the given order. All modalities of a tile are one
+    forward pass (`G.forward` with `keep`, which batches the modality passes). `call` replaces `G` for
+    the forward (e.g. a compiled G).
+    """
+    gen: Generator = G  # type: ignore[assignment]
+    region_t = _check_region(region, gen.canvas, level0_unit(gen.patch_size))
+    mods = [m for m in modalities if m in MODALITIES]
+    if not mods:
+        raise ValueError(f"nothing to synthesize for modalities {list(modalities)}")
+    b = ws.shape[0]
+    keep, channels = _keep_and_channels(gen, mods, b)
+    keep = keep.to(ws.device)
+    seeds = None
+    if noise is None:
+        seeds = torch.as_tensor(noise_seed, dtype=torch.long, device=ws.device).reshape(-1).expand(b)
+    run = call if call is not None else gen
+    select = None if channels == list(range(len(channels))) else torch.tensor(channels, device=ws.device)
+    for tile in tile_layout(region_t, gen.patch_size, patches_per_pass):
+        tops = torch.full((b,), tile.top, dtype=torch.long, device=ws.device)
+        lefts = torch.full((b,), tile.left, dtype=torch.long, device=ws.device)
+        out = run(ws, tops, lefts, seeds, height=tile.height, width=tile.width, noise=noise, keep=keep,
+                  apply_mask=apply_mask)
+        out = out[:, : len(channels)] if select is None else out.index_select(1, select)
+        yield tile, out
+
+
+def synthesize_texture(
+    G: Generator, ws: torch.Tensor, modality: str, noise_seed: int | torch.Tensor = 0, *,
+    patches_per_pass: int | None = None, region: Sequence[int] | None = None, apply_mask: bool = True,
+    noise: Any = None,
+) -> torch.Tensor:
+    """The whole canvas (or an aligned `region`) of one modality → (B, C, H, W) in network space, on ws.device.
+
+    Tiles of `patches_per_pass` patches go through the generator one after the other (padding-free, so
+    the result does not depend on the tiling beyond float round-off). `noise` (an `ExplicitNoise`)
+    replaces the hashed noise of `noise_seed`.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    top, left, height, width = _check_region(region, G.canvas, level0_unit(G.patch_size))
+    out = ws.new_zeros(ws.shape[0], MODALITY_CHANNELS[modality], height, width, dtype=torch.float32)
+    for tile, x in iter_tiles(G, ws, [modality], noise_seed, region=(top, left, height, width),
+                              patches_per_pass=patches_per_pass, apply_mask=apply_mask, noise=noise):
+        y, xx = tile.top - top, tile.left - left
+        out[:, :, y : y + tile.height, xx : xx + tile.width] = x.float()
+    return out
+
+
+# ============================================================================================ maps on host
+def normals_from_displacement(
+    displacement: np.ndarray, scale: float, convention: str = DEFAULT_NORMAL_CONVENTION, *, band: int = 512,
+    encode: bool = True,
+) -> np.ndarray:
+    """Tangent normals of displacement (H x W[x1], values in [0, 1]; height = d * scale pixels).
+
+    Computed in row bands with one row of overlap (exactly equal to `maps.displacement_to_normals` on
+    the whole map, bounded temporary memory). `encode=True` returns the image values n * 0.5 + 0.5.
+    """
+    d = np.asarray(displacement)
+    if d.ndim == 3:
+        d = d[:, :, 0]
+    height, width = d.shape
+    out = np.empty((height, width, 3), np.float32)
+    for y0 in range(0, height, band):
+        y1 = min(y0 + band, height)
+        start = max(y0 - 1, 0)
+        n = maps_mod.displacement_to_normals(d[start:y1], scale, convention)  # type: ignore[arg-type]
+        n = n[y0 - start :]
+        out[y0:y1] = n * 0.5 + 0.5 if encode else n
+    if encode:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def _resize_torch(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if mode == "area":
+        return torch.nn.functional.interpolate(x, size=size, mode="area")
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def extrapolate_fill(
+    image: np.ndarray, mask: np.ndarray, *, detail_sigma: float | None = None, blur_sigma: float | None = None,
+    feather: float | None = None,
+) -> np.ndarray:
+    """§5.4: outside `mask`, replace the low frequencies of an unmasked synthesis by a strong blur of them.
+
+    image H x W x C (any value space), mask H x W (nonzero = trained region). With L = Gσd(image) (the
+    low frequencies; σd = long side / 128) and L' = Gσb(L) (σb = long side / 16), the result is
+    image + t · (L' − L), where t = 0 inside the mask and ramps smoothly to 1 within `feather` pixels
+    (long side / 64) outside it. High-frequency detail is kept everywhere; inside the mask the image
+    is returned unchanged. The blurs run on an area-down-sampled copy (the removed content is low-pass,
+    so bilinear up-sampling of it is accurate) so the cost is small at 6144 x 4096.
+    """
+    from scipy import ndimage
+
+    img = np.asarray(image, dtype=np.float32)
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[:, :, None]
+    height, width = img.shape[:2]
+    m = np.asarray(mask) > 0
+    if m.shape != (height, width):
+        raise ValueError(f"mask {m.shape} does not match the image {img.shape[:2]}")
+    if m.all():
+        return img[:, :, 0].copy() if squeeze else img.copy()
+    long = max(height, width)
+    detail_sigma = long / 128.0 if detail_sigma is None else float(detail_sigma)
+    blur_sigma = long / 16.0 if blur_sigma is None else float(blur_sigma)
+    feather = long / 64.0 if feather is None else float(feather)
+    f = max(1, int(detail_sigma // 4))
+    small = (max(1, round(height / f)), max(1, round(width / f)))
+    fy, fx = height / small[0], width / small[1]
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+        xs = _resize_torch(x, small, "area")[0].numpy() if f > 1 else x[0].numpy()
+        sd = detail_sigma / f
+        sb = math.sqrt(detail_sigma**2 + blur_sigma**2) / f
+        low = np.stack([ndimage.gaussian_filter(c, sd, mode="reflect") for c in xs])
+        low2 = np.stack([ndimage.gaussian_filter(c, sb, mode="reflect") for c in xs])
+        delta = torch.from_numpy((low2 - low).astype(np.float32))[None]
+        if f > 1:
+            delta = _resize_torch(delta, (height, width), "bilinear")
+        # Distance (full-resolution pixels) to the trained region, from a down-sampled mask.
+        mt = torch.from_numpy(m.astype(np.float32))[None, None]
+        ms = (_resize_torch(mt, small, "area")[0, 0].numpy() > 0) if f > 1 else m
+        dist = ndimage.distance_transform_edt(~ms, sampling=(fy, fx)).astype(np.float32)
+        dist_t = torch.from_numpy(dist)[None, None]
+        if f > 1:
+            dist_t = _resize_torch(dist_t, (height, width), "bilinear")
+        t = (dist_t[0, 0].numpy() / max(feather, 1e-6)).clip(0.0, 1.0)
+        t = t * t * (3.0 - 2.0 * t)  # smoothstep
+        t[m] = 0.0
+        out = img + t[:, :, None] * delta[0].numpy().transpose(1, 2, 0)
+    return out[:, :, 0] if squeeze else out
+
+
+# ================================================================================================= model
+class TextureModel:
+    """A loaded generator with everything needed to turn seeds into texture maps."""
+
+    def __init__(
+        self, G: Generator, meta: dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
+        precision: str = "auto", compile: bool = False, patches_per_pass: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.G = G.to(self.device).eval().requires_grad_(False)
+        self.meta = dict(meta or {})
+        self.path = self.meta.get("path")
+        self.canvas: tuple[int, int] = tuple(int(v) for v in G.canvas)  # type: ignore[assignment]
+        self.patch_size = int(G.patch_size)
+        self.unit = level0_unit(self.patch_size)
+        self.patches_per_pass = patches_per_pass
+        self.mask = G.mask.detach().cpu().numpy().astype(np.uint8)
+        dataset = self.meta.get("dataset") or {}
+        scale = dataset.get("displacement_scale")
+        if scale is None:
+            scale = self.canvas[1] * DEFAULT_SCALE_PER_PIXEL
+            warnings.warn(
+                f"{self.path or 'checkpoint'}: no dataset displacement_scale recorded; normals use "
+                f"{scale:g} pixels per displacement unit (canvas width / 256)", stacklevel=2,
+            )
+        self.displacement_scale = float(scale)
+        conv = dataset.get("normal_convention")
+        if conv is None:
+            conv = DEFAULT_NORMAL_CONVENTION
+            if dataset:
+                warnings.warn(f"{self.path or 'checkpoint'}: no normal_convention recorded; using {conv}",
+                              stacklevel=2)
+        if conv not in maps_mod.CONVENTIONS:
+            raise CheckpointError(f"{self.path}: unknown normal convention {conv!r}")
+        self.normal_convention = str(conv)
+        data_canvas = dataset.get("canvas")
+        if isinstance(data_canvas, dict):
+            data_canvas = [data_canvas.get("height"), data_canvas.get("width")]
+        if data_canvas is not None and tuple(int(v) for v in data_canvas) != self.canvas:
+            log.warning("dataset canvas %s differs from the generator's %s; using the generator's",
+                        tuple(data_canvas), self.canvas)
+        self._call: Any = G
+        if compile:
+            self._call = torch.compile(self.G)
+        self.last_stats: dict[str, float] = {}
+
+    # --------------------------------------------------------------------------------------- latents
+    @property
+    def name(self) -> str:
+        preset = self.meta.get("preset") or {}
+        return str(preset.get("name", "generator"))
+
+    def ws_for_seed(self, seed: int, truncation: float = 1.0) -> torch.Tensor:
+        """Latents ws (1, num_ws, w_dim) of a seed: z ~ N(0, I) from a CPU generator (device-independent)."""
+        z = torch.randn(1, self.G.cfg.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        with torch.no_grad():
+            return self.G.mapping(z.to(self.device), truncation_psi=float(truncation))
+
+    # ------------------------------------------------------------------------------------- synthesis
+    def sample(
+        self, seed: int, modalities: Sequence[str] = MODALITIES, truncation: float = 1.0,
+        region: Sequence[int] | None = None, noise_seed: int | None = None, extrapolate: bool = False,
+        *, progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Maps of one seed: {modality: H x W x C float32 in [0, 1]} over the canvas or an aligned region.
+
+        modalities: any of albedo, specular, displacement, normal (normal is derived from displacement:
+        tangent space, encoded n * 0.5 + 0.5, finite differences inside the region). noise_seed defaults
+        to the seed. extrapolate fills the region outside the mask (SPEC §5.4; full canvas only).
+        """
+        ws = self.ws_for_seed(seed, truncation)
+        return self.sample_ws(ws, modalities, noise_seed=seed if noise_seed is None else noise_seed,
+                              region=region, extrapolate=extrapolate, progress=progress)
+
+    def sample_ws(
+        self, ws: torch.Tensor, modalities: Sequence[str] = MODALITIES, *, noise_seed: int = 0,
+        region: Sequence[int] | None = None, extrapolate: bool = False, noise: Any = None,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """`sample` for given latents ws (1, num_ws, w_dim) (interpolation, inversion results)."""
+        mods = _modality_list(modalities)
+        top, left, height, width = _check_region(region, self.canvas, self.unit)
+        if extrapolate and (height, width) != self.canvas:
+            raise ValueError("extrapolate needs the full canvas (its low-frequency blur spans the whole map)")
+        if ws.ndim != 3 or ws.shape[0] != 1:
+            raise ValueError(f"ws must be (1, num_ws, w_dim), got {tuple(ws.shape)}")
+        net = [m for m in MODALITIES if m in mods or (m == "displacement" and "normal" in mods)]
+        arrays = {m: np.empty((height, width, MODALITY_CHANNELS[m]), np.float32) for m in net}
+        bounds = []
+        start = 0
+        for m in net:
+            bounds.append((m, start, start + MODALITY_CHANNELS[m]))
+            start += MODALITY_CHANNELS[m]
+        ws = ws.to(self.device)
+        tiles = tile_layout((top, left, height, width), self.patch_size, self.patches_per_pass)
+        cuda = self.device.type == "cuda"
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(t.patches for t in tiles), unit="patch", desc="synthesis", leave=False)
+
+        def deliver(tile: Tile, host: torch.Tensor) -> None:
+            arr = host[0].numpy()  # h x w x C, value space
+            y, x = tile.top - top, tile.left - left
+            for m, c0, c1 in bounds:
+                arrays[m][y : y + tile.height, x : x + tile.width] = arr[:, :, c0:c1]
+            if bar is not None:
+                bar.update(tile.patches)
+
+        t0 = time.perf_counter()
+        if cuda:
+            ev0 = torch.cuda.Event(enable_timing=True)
+            ev1 = torch.cuda.Event(enable_timing=True)
+            ev0.record()
+        pending: deque = deque()
+        try:
+            with torch.inference_mode(), precision_context(self.device, self.precision):
+                for tile, out in iter_tiles(
+                    self.G, ws, net, noise_seed, region=(top, left, height, width),
+                    patches_per_pass=self.patches_per_pass, apply_mask=not extrapolate, noise=noise,
+                    call=self._call,
+                ):
+                    val = (out.float() * 0.5 + 0.5).permute(0, 2, 3, 1).contiguous()
+                    if cuda:  # asynchronous copy into pinned memory; overlap with the next tile
+                        host = val.to("cpu", non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record()
+                        pending.append((tile, host, event))
+                        while len(pending) > 1:
+                            tl, hs, evt = pending.popleft()
+                            evt.synchronize()
+                            deliver(tl, hs)
+                    else:
+                        deliver(tile, val)
+                while pending:
+                    tl, hs, evt = pending.popleft()
+                    evt.synchronize()
+                    deliver(tl, hs)
+        finally:
+            if bar is not None:
+                bar.close()
+        stats: dict[str, float] = {
+            "synthesis_s": 0.0,
+            "patch_evaluations": float(sum(t.patches for t in tiles) * len(net)),
+            "forward_passes": float(len(tiles)),
+        }
+        if cuda:
+            ev1.record()
+            ev1.synchronize()
+            stats["gpu_s"] = ev0.elapsed_time(ev1) / 1000.0
+        stats["synthesis_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if extrapolate:
+            for m in net:
+                arrays[m] = extrapolate_fill(arrays[m], self.mask)
+        for arr in arrays.values():
+            np.clip(arr, 0.0, 1.0, out=arr)
+        result = {m: arrays[m] for m in MODALITIES if m in mods}
+        if "normal" in mods:
+            result["normal"] = normals_from_displacement(
+                arrays["displacement"], self.displacement_scale, self.normal_convention
+            )
+        stats["postprocess_s"] = time.perf_counter() - t1
+        self.last_stats = stats
+        return {m: result[m] for m in mods}
+
+    # ----------------------------------------------------------------------------------------- files
+    def output_paths(self, seed: int, out_dir: str | os.PathLike, format: str = "exr") -> dict[str, Path]:
+        """Files `write` produces for a seed (the maps and the seed's contact sheet)."""
+        return output_paths(out_dir, seed, format)
+
+    def write(
+        self, seed: int, out_dir: str | os.PathLike, format: str = "exr", *, truncation: float = 1.0,
+        noise_seed: int | None = None, extrapolate: bool = False, overwrite: bool = False,
+        contact: bool = True, progress: bool = False, label: str | None = None,
+    ) -> dict[str, Any]:
+        """Write `out_dir/seedNNNN/{albedo,specular,displacement,normal}.<ext>` (+ contact.png).
+
+        Refuses (before synthesising anything) when one of the files exists, unless overwrite. Returns
+        {"paths": {...}, "timings": {...}, "thumbnails": {...}} (thumbnails feed the run's contact sheet).
+        """
+        paths = output_paths(out_dir, seed, format)
+        if not contact:
+            paths.pop("contact")
+        if not overwrite:
+            found = existing(paths.values())
+            if found:
+                raise FileExistsError(f"{found[0]} exists (pass overwrite=True / --overwrite to replace it)")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        result = self.sample(seed, OUTPUT_MAPS, truncation, noise_seed=noise_seed, extrapolate=extrapolate,
+                             progress=progress)
+        timings.update(self.last_stats)
+        timings["sample_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        paths["albedo"].parent.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_MAPS:
+            write_map(paths[name], result[name], name, overwrite=overwrite)
+        timings["write_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        thumbs = thumbnails(result, mask=self.mask)
+        if contact:
+            text = label or f"seed {seed}  {self.name}  psi={truncation:g}" + ("  extrapolated" if extrapolate else "")
+            sheet = contact_sheet(result, self.mask, title=text, thumbs=thumbs)
+            _save_png(sheet, paths["contact"], overwrite)
+        timings["contact_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        del result
+        return {"paths": {k: str(v) for k, v in paths.items()}, "timings": timings, "thumbnails": thumbs}
+
+    # -------------------------------------------------------------------------------- §5.1 variations
+    def interpolate(
+        self, seed_a: int, seed_b: int, steps: int, *, method: str = "slerp", truncation: float = 1.0,
+        modalities: Sequence[str] = ("albedo",), noise_seed: int | None = None, progress: bool = False,
+    ) -> Iterator[tuple[float, dict[str, np.ndarray]]]:
+        """Yields (t, maps) for `steps` frames from seed_a (t=0) to seed_b (t=1), interpolating in W.
+
+        The noise seed is fixed (default: seed_a) so only the latent changes.
+        """
+        if steps < 2:
+            raise ValueError("interpolation needs at least 2 steps")
+        wa, wb = self.ws_for_seed(seed_a, truncation), self.ws_for_seed(seed_b, truncation)
+        ns = seed_a if noise_seed is None else noise_seed
+        for i in range(steps):
+            t = i / (steps - 1)
+            yield t, self.sample_ws(interpolate_ws(wa, wb, t, method), modalities, noise_seed=ns, progress=progress)
+
+    def vary_noise(
+        self, seed: int, count: int, *, truncation: float = 1.0, modalities: Sequence[str] = ("albedo", "displacement"),
+        first_noise_seed: int = 0, progress: bool = False,
+    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Yields (noise_seed, maps) for noise seeds first..first+count-1 with the latent of `seed` fixed."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        ws = self.ws_for_seed(seed, truncation)
+        for k in range(first_noise_seed, first_noise_seed + count):
+            yield k, self.sample_ws(ws, modalities, noise_seed=k, progress=progress)
+
+
+def interpolate_ws(wa: torch.Tensor, wb: torch.Tensor, t: float, method: str = "slerp") -> torch.Tensor:
+    """Lerp, or slerp (angle of the W vectors, norm interpolated linearly), between two latents."""
+    if method == "lerp":
+        return torch.lerp(wa, wb, float(t))
+    if method != "slerp":
+        raise ValueError(f"unknown interpolation {method!r}; choose lerp or slerp")
+    na, nb = wa.norm(dim=-1, keepdim=True), wb.norm(dim=-1, keepdim=True)
+    ua, ub = wa / na.clamp_min(1e-12), wb / nb.clamp_min(1e-12)
+    dot = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    small = so.abs() < 1e-6
+    ca = torch.where(small, 1.0 - t, torch.sin((1.0 - t) * omega) / so.where(~small, torch.ones_like(so)))
+    cb = torch.where(small, torch.full_like(so, t), torch.sin(t * omega) / so.where(~small, torch.ones_like(so)))
+    direction = ca * ua + cb * ub
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return direction * torch.lerp(na, nb, float(t))
+
+
+def load(
+    path_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto",
+    compile: bool = False, *, patches_per_pass: int | None = None,
+) -> TextureModel:
+    """Load a checkpoint / model file / run directory (latest checkpoint) as a `TextureModel` (EMA weights).
+
+    Raises `CheckpointError` (a ValueError) with a clear message for missing or corrupt files.
+    """
+    dev = resolve_device(device)
+    try:
+        G, meta = load_generator(path_or_run_dir, device="cpu")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path_or_run_dir}: incomplete or corrupt gantlitz checkpoint ({exc!r})") from None
+    return TextureModel(G, meta, device=dev, precision=precision, compile=compile, patches_per_pass=patches_per_pass)
+
+
+# ================================================================================================ output
+def output_paths(out_dir: str | os.PathLike, seed: int, format: str = "exr") -> dict[str, Path]:
+    """`out_dir/seedNNNN/<map>.<ext>` for the four maps and `contact.png`."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    folder = Path(out_dir) / f"seed{int(seed):04d}"
+    paths = {name: folder / f"{name}{FORMATS[format]}" for name in OUTPUT_MAPS}
+    paths["contact"] = folder / "contact.png"
+    return paths
+
+
+def existing(paths: Any) -> list[Path]:
+    """The paths (in order) that already exist."""
+    return [Path(p) for p in paths if Path(p).exists()]
+
+
+def write_map(path: Path, array: np.ndarray, name: str, *, overwrite: bool = False) -> Path:
+    """One map file: EXR half float / PNG 16-bit / TIFF 16-bit; displacement float32 in EXR and TIFF."""
+    from .imageio import write_image
+
+    suffix = path.suffix.lower()
+    precise = name == "displacement"
+    if suffix == ".exr":
+        return write_image(path, array, float_exr=precise, overwrite=overwrite)
+    if suffix in (".tif", ".tiff"):
+        return write_image(path, array, bits=32 if precise else 16, overwrite=overwrite)
+    return write_image(path, array, bits=16, overwrite=overwrite)
+
+
+def _save_png(image: Any, path: str | os.PathLike, overwrite: bool) -> Path:
+    """Save a PIL image atomically; refuse to replace unless overwrite."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format=path.suffix.lstrip(".").upper() or "PNG")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any], overwrite: bool) -> Path:
+    """Write JSON atomically; refuse to replace unless overwrite."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def run_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance block for the JSON records: command, versions, machine."""
+    from . import __version__
+
+    info: dict[str, Any] = {
+        "command": shlex.join(["gantlitz", *sys.argv[1:]]),
+        "gantlitz_version": __version__,
+        "torch_version": torch.__version__,
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    info.update(extra or {})
+    return info
+
+
+# ======================================================================================== contact sheets
+def _area_down(arr: np.ndarray, factor: int) -> np.ndarray:
+    if factor <= 1:
+        return np.asarray(arr, np.float32)
+    h, w = arr.shape[0] // factor * factor, arr.shape[1] // factor * factor
+    a = np.asarray(arr[:h, :w], np.float32)
+    return a.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+
+def _stretch_range(arr: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    a = arr[..., 0]
+    if mask is not None and mask.shape == a.shape and mask.any():
+        vals = a[mask > 0]
+    else:
+        vals = a.ravel()
+    if vals.size > 1_000_000:
+        vals = vals[:: vals.size // 1_000_000]
+    lo, hi = np.percentile(vals, [1.0, 99.0]) if vals.size else (0.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+def _to_rgb8(arr: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    a = np.asarray(arr, np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if stretch is not None:
+        lo, hi = stretch
+        a = (a - lo) / (hi - lo)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return (np.clip(a[:, :, :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def thumbnails(
+    maps: dict[str, np.ndarray], long_side: int = 512, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Area-down-sampled uint8 RGB previews (long side <= long_side); displacement contrast-stretched
+    to its 1-99 % range inside the mask."""
+    out = {}
+    for name, arr in maps.items():
+        factor = max(1, math.ceil(max(arr.shape[:2]) / long_side))
+        small = _area_down(arr, factor)
+        stretch = None
+        if name == "displacement":
+            small_mask = None if mask is None else _area_down(mask[:, :, None], factor)[:, :, 0] > 0.99
+            stretch = _stretch_range(small, small_mask)
+        out[name] = _to_rgb8(small, stretch)
+    return out
+
+
+def crop_box(mask: np.ndarray, size: int) -> tuple[int, int, int]:
+    """(top, left, size) of a square crop centred on the mask's centroid, inside the canvas."""
+    h, w = mask.shape
+    size = max(1, min(size, h, w))
+    step = 8 if min(h, w) >= 256 else 1
+    ys, xs = np.nonzero(mask[::step, ::step])
+    cy, cx = (float(ys.mean()) * step, float(xs.mean()) * step) if ys.size else (h / 2, w / 2)
+    top = int(min(max(cy - size / 2, 0), h - size))
+    left = int(min(max(cx - size / 2, 0), w - size))
+    return top, left, size
+
+
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _grid(cells: list[list[tuple[np.ndarray | None, str]]], title: str | None = None, pad: int = 6,
+          label_h: int = 18, row_labels: list[str] | None = None):
+    """Lay out rows of (uint8 image, caption) on a dark canvas; returns a PIL image."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    row_lab_w = 90 if row_labels else 0
+    ncols = max(len(r) for r in cells)
+    col_w = [0] * ncols
+    row_h = []
+    for r in cells:
+        hmax = 0
+        for j, (img, _) in enumerate(r):
+            if img is not None:
+                col_w[j] = max(col_w[j], img.shape[1])
+                hmax = max(hmax, img.shape[0])
+        row_h.append(hmax + label_h)
+    title_h = 24 if title else 0
+    width = row_lab_w + sum(col_w) + pad * (ncols + 1)
+    height = title_h + sum(row_h) + pad * (len(cells) + 1)
+    sheet = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((pad, 4), title, fill=(235, 235, 235), font=font)
+    y = title_h + pad
+    for i, r in enumerate(cells):
+        if row_labels:
+            draw.text((pad, y + 2), row_labels[i], fill=(235, 235, 235), font=font)
+        x = row_lab_w + pad
+        for j, (img, caption) in enumerate(r):
+            if img is not None:
+                sheet.paste(Image.fromarray(img), (x, y))
+                draw.text((x, y + img.shape[0] + 2), caption, fill=(200, 200, 200), font=font)
+            x += col_w[j] + pad
+        y += row_h[i] + pad
+    return sheet
+
+
+def contact_sheet(
+    maps: dict[str, np.ndarray], mask: np.ndarray | None = None, *, title: str | None = None,
+    crop: int = 512, thumbs: dict[str, np.ndarray] | None = None,
+):
+    """All maps side by side (down-sampled) above a full-resolution crop of each around the mask centre."""
+    from PIL import Image, ImageDraw
+
+    names = [n for n in OUTPUT_MAPS if n in maps] + [n for n in maps if n not in OUTPUT_MAPS]
+    thumbs = thumbs or thumbnails(maps, mask=mask)
+    first = maps[names[0]]
+    h, w = first.shape[:2]
+    m = mask if mask is not None and mask.shape == (h, w) else np.ones((h, w), np.uint8)
+    size = min(crop, max(h, w) // 2) if max(h, w) > crop else min(h, w) // 2
+    top, left, size = crop_box(m, max(size, 1))
+    row1, row2 = [], []
+    for n in names:
+        th = thumbs[n]
+        img = Image.fromarray(th)
+        sy, sx = th.shape[0] / h, th.shape[1] / w
+        ImageDraw.Draw(img).rectangle(
+            [left * sx, top * sy, (left + size) * sx - 1, (top + size) * sy - 1], outline=(255, 64, 64)
+        )
+        row1.append((np.asarray(img), f"{n} {w}x{h}"))
+        patch = maps[n][top : top + size, left : left + size]
+        stretch = _stretch_range(patch, m[top : top + size, left : left + size]) if n == "displacement" else None
+        row2.append((_to_rgb8(patch, stretch), f"{n} 1:1 crop @({left},{top})"))
+    return _grid([row1, row2], title=title)
+
+
+def seeds_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], title: str | None = None, long_side: int = 256):
+    """One row per seed of thumbnails (from `thumbnails`), shrunk to `long_side`."""
+    cells, labels = [], []
+    for label, thumbs in rows:
+        row = []
+        for n in OUTPUT_MAPS:
+            if n in thumbs:
+                t = thumbs[n]
+                f = max(1, math.ceil(max(t.shape[:2]) / long_side))
+                row.append((_area_down(t, f).round().astype(np.uint8) if f > 1 else t, n))
+        cells.append(row)
+        labels.append(label)
+    return _grid(cells, title=title, row_labels=labels)
+
+
+def frames_sheet(frames: list[tuple[str, np.ndarray]], title: str | None = None, columns: int = 8):
+    """Frames (uint8 images with captions) in a grid of `columns`."""
+    cells = [frames[i : i + columns] for i in range(0, len(frames), columns)]
+    return _grid(cells, title=title)
+
+
+def vary_noise_sheet(
+    results: list[tuple[int, dict[str, np.ndarray]]], mask: np.ndarray, *, title: str | None = None,
+    crop: int = 256, long_side: int = 384, gain: float = 8.0,
+):
+    """Paper Fig. 10: per noise seed a down-sampled albedo, 1:1 crops of albedo and displacement, and the
+    amplified absolute albedo difference to the first noise seed (fine detail changes, layout stays)."""
+    _, first = results[0]
+    h, w = first["albedo"].shape[:2]
+    top, left, size = crop_box(mask, min(crop, h // 2, w // 2) if max(h, w) > crop else min(h, w) // 2)
+    ref_a = first["albedo"][top : top + size, left : left + size]
+    disp_range = None
+    rows: list[list[tuple[np.ndarray | None, str]]] = [[], [], [], []]
+    for k, res in results:
+        a = res["albedo"]
+        f = max(1, math.ceil(max(h, w) / long_side))
+        rows[0].append((_to_rgb8(_area_down(a, f)), f"noise {k}"))
+        ca = a[top : top + size, left : left + size]
+        rows[1].append((_to_rgb8(ca), f"albedo 1:1 @({left},{top})"))
+        if "displacement" in res:
+            cd = res["displacement"][top : top + size, left : left + size]
+            disp_range = disp_range or _stretch_range(cd, mask[top : top + size, left : left + size])
+            rows[2].append((_to_rgb8(cd, disp_range), "displacement 1:1"))
+        diff = np.abs(ca - ref_a).mean(axis=2, keepdims=True) * gain
+        rows[3].append((_to_rgb8(diff), f"|albedo - noise {results[0][0]}| x{gain:g}"))
+    return _grid([r for r in rows if r], title=title)
