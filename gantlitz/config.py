@@ -133,6 +133,8 @@ class TrainConfig:
     compile: bool = False
     flip: bool = True
     workers: int = 2
+    keep_checkpoints: int = 3
+    """Checkpoints kept in RUN/checkpoints (older ones are deleted after each save)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

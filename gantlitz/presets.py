@@ -26,7 +26,7 @@ _TINY_MODEL = ModelConfig(
     pe_channels=64, channel_base=1024, channel_max=64, d_channel_base=1024, d_channel_max=64,
 )
 _TINY_TRAIN = TrainConfig(
-    batch=4, group_size=2, warmup_steps=100, r1_interval=4, steps=2000, checkpoint_every=200,
+    batch=4, group_size=2, warmup_steps=100, r1_interval=4, ema_rampup=0.05, steps=2000, checkpoint_every=200,
     preview_every=200, log_every=10, precision="fp32", workers=0,
     augment=AugmentConfig(ada_kimg=5.0),
 )

@@ -1,0 +1,23 @@
+"""Training (SPEC §6–7): augmentation, losses, the loop, data parallelism, monitoring.
+
+    from gantlitz.train import train
+    result = train("DS", "runs/s", "gantlitz-s", overrides={"train.batch": 3}, steps=100_000)
+
+See docs/training.md. `gantlitz.train.augment` is importable on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["train", "Trainer", "TrainResult", "TrainError", "ConfigError", "RunExistsError", "TrainingDiverged",
+           "TrainingInterrupted", "resolve_preset", "apply_overrides", "parse_overrides"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import gantlitz.train.augment` does not pull in the loop (and its data / checkpoint imports).
+    if name in __all__:
+        from . import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,991 @@
+"""The training loop (SPEC §7, paper §4.4.5): `train(data, out, preset, ...)`.
+
+One step, per process:
+
+1. a batch of real patches grouped by location (`gantlitz.data.sampling`; the global baseline reads
+   whole textures resized to R×R at location (0, 0));
+2. the generator synthesises a fake batch at the *same* locations, once per (kept) modality per sample,
+   masked (modality dropout: two of three modalities per fake, one modality zeroed per real);
+3. discriminator step: logistic loss on augmented fakes (detached) and augmented reals, one D pass over
+   both; ADA's r_t accumulates sign(D(real));
+4. every `r1_interval` steps a separate R1 step: (γ/2)‖∇_x D(x)‖²·interval on freshly augmented reals,
+   x = D's input (detached after augmentation), Adam of D corrected for lazy regularisation;
+5. generator step: non-saturating loss through D (frozen) on a fresh augmentation of the same fakes
+   (one G forward per step serves both phases); w_avg updated;
+6. G_ema ← lerp towards G (decay 0.999), buffers copied; every `ada_interval` steps p adapts.
+
+Every random draw is a pure function of (seed, step, rank, purpose), through a `torch.Generator` seeded
+per step: latents, noise seeds, modality-dropout masks, augmentations; the sampler is a pure function of
+(seed, step). A resumed run therefore reproduces an uninterrupted run exactly (the checkpoint still stores
+the global torch / NumPy / Python RNG states, restored on resume).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+from .. import __version__, checkpoint, networks, presets
+from ..config import MODALITIES, AugmentConfig, ModelConfig, Preset, TrainConfig, to_dict
+from . import distributed, losses
+from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
+from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "TrainError",
+    "ConfigError",
+    "RunExistsError",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainResult",
+    "Trainer",
+    "train",
+    "parse_overrides",
+    "apply_overrides",
+    "resolve_preset",
+    "step_generator",
+    "GlobalDataset",
+]
+
+# Purposes of the per-step random streams (never reuse a number for a new purpose).
+_Z, _KEEP_FAKE, _KEEP_REAL, _AUG_D, _AUG_R1, _AUG_G, _MIX, _PREVIEW = range(1, 9)
+_RANK_SEED_STRIDE = 1_000_003
+
+
+class TrainError(RuntimeError):
+    """A training run that can not start or had to stop; the message says why and what to do."""
+
+
+class ConfigError(TrainError, ValueError):
+    """Bad preset / override / dataset combination."""
+
+
+class RunExistsError(TrainError):
+    """The run directory already holds checkpoints and neither resume nor overwrite was asked for."""
+
+
+class TrainingDiverged(TrainError):
+    """A loss or a weight became NaN/Inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(TrainError):
+    """SIGINT/SIGTERM: a checkpoint was written; resume with --resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration: overrides with type coercion, resolution against the dataset
+# --------------------------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "train.augment": AugmentConfig}
+_PRESET_FIELDS = {"global_res", "description"}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """["train.lr=0.002", "global_res=64"] → {"train.lr": "0.002", "global_res": "64"}."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.channel_max=32")
+        out[key] = value.strip()
+    return out
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _canonical_key(key: str) -> str:
+    """'batch' → 'train.batch', 'midband_p' → 'train.augment.midband_p'; full paths are checked."""
+    key = key.strip()
+    if key.startswith("preset."):
+        key = key[len("preset."):]
+    if key in _PRESET_FIELDS:
+        return key
+    section, _, name = key.rpartition(".")
+    if section:
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"unknown setting {key!r}: sections are model., train., train.augment.")
+        if name not in _field_names(cls) or name == "augment":
+            raise ConfigError(
+                f"unknown setting {key!r}; {section} has: {', '.join(n for n in _field_names(cls) if n != 'augment')}"
+            )
+        return key
+    hits = [f"{sec}.{key}" for sec, cls in _SECTIONS.items() if key in _field_names(cls) and key != "augment"]
+    if len(hits) == 1:
+        return hits[0]
+    if key in ("name", "model", "train", "augment"):
+        raise ConfigError(f"{key!r} can not be set; set its fields (e.g. train.batch=4) or choose --preset")
+    raise ConfigError(
+        f"unknown setting {key!r}; use model.FIELD, train.FIELD, train.augment.FIELD or global_res "
+        f"(see `gantlitz info --preset NAME` for the fields)"
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a CLI string (or a Python value) to the dataclass field type `tp`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+            return None
+        problems = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        raise ConfigError("; ".join(problems) or f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        for option in args:
+            if value == option or (isinstance(value, str) and str(option) == value.strip()):
+                return option
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            text = value.strip().strip("()[]")
+            items: list[Any] = [v.strip() for v in text.split(",") if v.strip()] if text else []
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: expected a comma-separated list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in items)
+        if len(items) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} comma-separated values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    raise ConfigError(f"{key}: fields of type {tp} can not be set from the command line")
+
+
+def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | Sequence[str] | None) -> Preset:
+    """The preset with dotted-key overrides applied (values coerced to the field types)."""
+    if not overrides:
+        return preset
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(list(overrides))
+    by_section: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for raw_key, value in overrides.items():
+        key = _canonical_key(raw_key)
+        if key in _PRESET_FIELDS:
+            hints = typing.get_type_hints(Preset)
+            top[key] = _coerce(value, hints[key], key)
+            continue
+        section, _, name = key.rpartition(".")
+        hints = typing.get_type_hints(_SECTIONS[section])
+        by_section.setdefault(section, {})[name] = _coerce(value, hints[name], key)
+    try:
+        aug = dataclasses.replace(preset.train.augment, **by_section.get("train.augment", {}))
+        train_cfg = dataclasses.replace(preset.train, augment=aug, **by_section.get("train", {}))
+        model = dataclasses.replace(preset.model, **by_section.get("model", {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid override: {exc}") from None
+    return dataclasses.replace(preset, model=model, train=train_cfg, **top)
+
+
+def _validate_train(cfg: TrainConfig) -> None:
+    if cfg.batch < 1 or cfg.group_size < 1 or cfg.batch % cfg.group_size:
+        raise ConfigError(
+            f"batch {cfg.batch} must be a positive multiple of group_size {cfg.group_size} "
+            "(batches are groups of samples from one patch location)"
+        )
+    for name in ("steps", "checkpoint_every", "preview_every", "log_every", "keep_checkpoints", "r1_interval"):
+        if getattr(cfg, name) < (0 if name in ("steps", "preview_every") else 1):
+            raise ConfigError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or not 0 <= cfg.ema_decay < 1 or cfg.r1_gamma < 0 or cfg.workers < 0:
+        raise ConfigError("need lr > 0, 0 <= ema_decay < 1, r1_gamma >= 0, workers >= 0")
+    if not 0 <= cfg.style_mixing <= 1:
+        raise ConfigError(f"train.style_mixing must lie in [0, 1], got {cfg.style_mixing}")
+
+
+def resolve_preset(
+    preset: str | Preset, overrides: Mapping[str, Any] | Sequence[str] | None = None, *,
+    canvas: tuple[int, int] | None = None, data_path: str | os.PathLike | None = None,
+) -> Preset:
+    """Preset (by name) + overrides, on the dataset's canvas; clear errors for impossible combinations.
+
+    The global baseline (`global_res` set) trains an R×R whole-image model: canvas = patch = R."""
+    base = presets.get(preset) if isinstance(preset, str) else preset
+    resolved = apply_overrides(base, overrides)
+    _validate_train(resolved.train)
+    where = f" ({data_path})" if data_path is not None else ""
+    if resolved.global_res is not None:
+        r = int(resolved.global_res)
+        if r < 8 or r & (r - 1):
+            raise ConfigError(f"global_res must be a power of two >= 8, got {r}")
+        try:
+            model = dataclasses.replace(resolved.model, canvas_height=r, canvas_width=r, patch_size=r)
+        except ValueError as exc:
+            raise ConfigError(f"global_res={r}: {exc}") from None
+        return dataclasses.replace(resolved, model=model)
+    if canvas is not None:
+        h, w = canvas
+        p = resolved.model.patch_size
+        if h % p or w % p:
+            raise ConfigError(
+                f"the dataset canvas {w}x{h}{where} is not divisible by the patch size {p} of preset "
+                f"{resolved.name!r}; choose another preset or --set model.patch_size=N (a power of two dividing both)"
+            )
+        try:
+            resolved = resolved.with_canvas(h, w)
+        except ValueError as exc:
+            raise ConfigError(f"preset {resolved.name!r} on canvas {w}x{h}{where}: {exc}") from None
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------------
+# Randomness: a pure function of (seed, step, rank, purpose)
+# --------------------------------------------------------------------------------------------------
+
+
+def step_generator(seed: int, step: int, rank: int, purpose: int) -> torch.Generator:
+    """A CPU torch.Generator whose stream depends only on (seed, step, rank, purpose)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step), int(rank), int(purpose), 0x6A17]).generate_state(
+        2, np.uint32
+    )
+    return torch.Generator().manual_seed((int(state[0]) << 32) | int(state[1]))
+
+
+def _rng_tensors_and_meta() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = st
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).view(np.int32).copy())
+    py_version, py_state, py_gauss = random.getstate()
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)],
+            "python": [py_version, list(py_state), py_gauss]}
+    return tensors, meta
+
+
+def _restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([c.to(torch.uint8) for c in cuda])
+    if "rng.numpy" in tensors and "numpy" in meta:
+        kind, pos, has_gauss, cached = meta["numpy"]
+        keys = tensors["rng.numpy"].numpy().view(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, cached))
+    if "python" in meta:
+        version, state, gauss = meta["python"]
+        random.setstate((version, tuple(state), gauss))
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimiser state ↔ flat tensors + JSON
+# --------------------------------------------------------------------------------------------------
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.state.{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                        prefix: str) -> None:
+    start = f"{prefix}.state."
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(start):
+            idx, name = key[len(start):].split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+class GlobalDataset(torch.utils.data.Dataset):
+    """Whole textures resized to R×R (the mmstylegan2-ada baseline), keyed like `PatchDataset`
+    by (subject, top, left, flip) with top = left = 0."""
+
+    def __init__(self, store: Any, resolution: int) -> None:
+        self.store = store
+        self.resolution = int(resolution)
+
+    def __len__(self) -> int:
+        return len(self.store.subjects)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        subject, _top, _left, flip = key if isinstance(key, tuple) else (int(key), 0, 0, False)
+        r = self.resolution
+        image = self.store.read_whole(subject, r, r, flip=bool(flip))
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)), "top": 0, "left": 0,
+                "subject": int(subject), "flip": bool(flip)}
+
+
+def _make_loader(store: Any, preset: Preset, *, seed: int, start_step: int, steps: int, pin: bool) -> Any:
+    from ..data.sampling import GroupedBatchSampler, patch_loader
+
+    cfg = preset.train
+    flip = bool(cfg.flip and store.flip)
+    if preset.global_res is None:
+        return patch_loader(store, preset.model.patch_size, cfg.batch, cfg.group_size, seed=seed,
+                            start_step=start_step, steps=steps, workers=cfg.workers, flip=flip, pin_memory=pin)
+    sampler = GroupedBatchSampler([(0, 0)], len(store.subjects), cfg.batch, cfg.group_size, seed=seed,
+                                  start_step=start_step, flip=flip, steps=steps)
+    return torch.utils.data.DataLoader(
+        GlobalDataset(store, preset.global_res), batch_sampler=sampler, num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0, pin_memory=pin, prefetch_factor=4 if cfg.workers > 0 else None,
+    )
+
+
+def _mbstd_group(preset: Preset) -> int:
+    """D's minibatch-stddev group: the location group; the global baseline (one location) uses
+    StyleGAN2's group of up to 4."""
+    if preset.global_res is None:
+        return preset.train.group_size
+    for g in (4, 3, 2, 1):
+        if preset.train.batch % g == 0:
+            return g
+    return 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer: networks, optimisers, augmentation and one step
+# --------------------------------------------------------------------------------------------------
+
+
+def configure_backends(precision: str, device: torch.device) -> None:
+    """TF32 on CUDA for tf32/bf16 (strict fp32 only for precision=fp32), cuDNN autotuning."""
+    if device.type == "cuda":
+        tf32 = precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+
+
+class Trainer:
+    """G, G_ema, D, their optimisers, the augmentation and its adaptive p; `step()` runs one training step.
+
+    Usable without a dataset (benchmarks): feed `step(step, real, tops, lefts)` any batch of the right shape.
+    """
+
+    def __init__(self, preset: Preset, mask: torch.Tensor | None = None, *, device: str | torch.device = "cpu",
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.preset = preset
+        self.cfg = cfg = preset.train
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.mbstd_group = _mbstd_group(preset)
+        self.modalities_per_sample = 2 if (cfg.augment.modality_dropout and cfg.augment.enabled) else len(MODALITIES)
+        configure_backends(cfg.precision, self.device)
+        G, D = networks.build(preset, seed=cfg.seed, mask=mask)
+        self.G = G.to(self.device).train()
+        self.D = D.to(self.device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        distributed.broadcast_module(self.G)
+        distributed.broadcast_module(self.D)
+        distributed.broadcast_module(self.G_ema)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, **fused)
+        self.r1_interval = cfg.r1_interval if cfg.r1_gamma > 0 else None
+        d_lr, d_betas = losses.lazy_adam_hparams(cfg.lr, tuple(cfg.betas), self.r1_interval)
+        self.d_lr_ratio = d_lr / cfg.lr
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8, **fused)
+        self.augment = Augment(cfg.augment, preset.model.patch_size).to(self.device)
+        self.ada = AdaptiveP.from_config(cfg.augment, reduce=distributed.all_reduce_sum if world_size > 1 else None)
+        self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+        # torch.compile: the main G and D passes; R1 (double backward) runs the eager D.
+        if cfg.compile:
+            self.G_fwd = torch.compile(self.G)
+            self.D_fwd = torch.compile(self.D)
+        else:
+            self.G_fwd, self.D_fwd = self.G, self.D
+
+    # ---------------------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def _gen(self, step: int, purpose: int) -> torch.Generator:
+        return step_generator(self.cfg.seed, step, self.rank, purpose)
+
+    def latents(self, step: int, batch: int, *, update_w_avg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ws, noise seeds) for `batch` samples at `step`, style mixing included."""
+        g = self._gen(step, _Z)
+        z = torch.randn(batch, self.G.cfg.z_dim, generator=g)
+        seeds = torch.randint(0, 2**31 - 1, (batch,), generator=g)
+        ws = self.G.mapping(z.to(self.device, non_blocking=True), update_w_avg=update_w_avg)
+        if self.cfg.style_mixing > 0:
+            gm = self._gen(step, _MIX)
+            z2 = torch.randn(batch, self.G.cfg.z_dim, generator=gm)
+            mix = torch.rand(batch, generator=gm) < self.cfg.style_mixing
+            cut = torch.randint(1, self.G.num_ws, (batch,), generator=gm)
+            cut = torch.where(mix, cut, torch.full_like(cut, self.G.num_ws))
+            ws2 = self.G.mapping(z2.to(self.device), update_w_avg=False)
+            layer = torch.arange(self.G.num_ws)[None, :]
+            sel = (layer >= cut[:, None]).to(self.device)[:, :, None]
+            ws = torch.where(sel, ws2, ws)
+        return ws, seeds.to(self.device, non_blocking=True)
+
+    def set_lr(self, step: int) -> float:
+        lr = losses.warmup_lr(step, self.cfg.lr, self.cfg.warmup_steps)
+        for group in self.opt_G.param_groups:
+            group["lr"] = lr
+        for group in self.opt_D.param_groups:
+            group["lr"] = lr * self.d_lr_ratio
+        return lr
+
+    def step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One training step (G forward, D step, lazy R1 step, G step, EMA); returns detached 0-d losses."""
+        cfg = self.cfg
+        b = real.shape[0]
+        real = real.to(self.device, non_blocking=True)
+        tops = tops.to(self.device, non_blocking=True)
+        lefts = lefts.to(self.device, non_blocking=True)
+        self.set_lr(step)
+        p = self.ada.p
+        dropout = cfg.augment.modality_dropout and cfg.augment.enabled
+        group = self.mbstd_group
+
+        # --- fakes at the real batch's locations (kept for the G step) ----------------------------
+        self.G.requires_grad_(True)
+        ws, seeds = self.latents(step, b, update_w_avg=True)
+        keep = sample_modality_keep(b, self._gen(step, _KEEP_FAKE), device=self.device) if dropout else None
+        with self._autocast():
+            fake = self.G_fwd(ws, tops, lefts, seeds, keep=keep)
+        if dropout:
+            real = drop_modalities(real, sample_modality_keep(b, self._gen(step, _KEEP_REAL), device=self.device))
+
+        # --- discriminator: logistic loss on fakes and reals in one pass --------------------------
+        self.D.requires_grad_(True)
+        g_aug = self._gen(step, _AUG_D)
+        with self._autocast():
+            both = torch.cat([self.augment(fake.detach(), p, g_aug), self.augment(real, p, g_aug)])
+            logits = self.D_fwd(both, torch.cat([tops, tops]), torch.cat([lefts, lefts]), group)
+        fake_logits, real_logits = logits[:b].float(), logits[b:].float()
+        loss_d = losses.d_logistic(real_logits, fake_logits)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        distributed.all_reduce_grads(self.D.parameters())
+        self.opt_D.step()
+        self.ada.update(real_logits)
+
+        # --- lazy R1 on the augmented reals (D's input) ---------------------------------------------
+        loss_r1 = None
+        if self.r1_interval and step % self.r1_interval == 0:
+            with torch.no_grad():
+                real_aug = self.augment(real, p, self._gen(step, _AUG_R1))
+            real_aug = real_aug.detach().float().requires_grad_(True)
+            with self._autocast():
+                r_logits = self.D(real_aug, tops, lefts, group)
+            loss_r1 = losses.r1_loss(r_logits, real_aug, cfg.r1_gamma, self.r1_interval)
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            distributed.all_reduce_grads(self.D.parameters())
+            self.opt_D.step()
+
+        # --- generator: non-saturating loss through the frozen D ------------------------------------
+        self.D.requires_grad_(False)
+        with self._autocast():
+            g_logits = self.D_fwd(self.augment(fake, p, self._gen(step, _AUG_G)), tops, lefts, group).float()
+        loss_g = losses.g_nonsaturating(g_logits)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        distributed.all_reduce_grads(self.G.parameters())
+        self.opt_G.step()
+        if self.world_size > 1:  # w_avg follows each rank's latents: keep the ranks identical
+            distributed.all_reduce_mean_(self.G.mapper.w_avg)
+        self.G.requires_grad_(False)
+
+        # --- EMA ------------------------------------------------------------------------------------
+        losses.ema_update(self.G_ema, self.G, losses.ema_beta(step, cfg.ema_decay, cfg.ema_rampup))
+
+        out = {
+            "loss/G": loss_g.detach(),
+            "loss/D": loss_d.detach(),
+            "D/real": real_logits.detach().mean(),
+            "D/fake": fake_logits.detach().mean(),
+        }
+        if loss_r1 is not None:
+            out["loss/R1"] = loss_r1.detach() / max(self.r1_interval or 1, 1)
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Checkpoint tensors (G., G_ema., D., opt_G., opt_D., rng.*) and JSON state."""
+        tensors: dict[str, torch.Tensor] = {}
+        tensors.update(checkpoint.prefixed(self.G.state_dict(), "G"))
+        tensors.update(checkpoint.prefixed(self.G_ema.state_dict(), "G_ema"))
+        tensors.update(checkpoint.prefixed(self.D.state_dict(), "D"))
+        opt_g, meta_g = optimizer_to_flat(self.opt_G, "opt_G")
+        opt_d, meta_d = optimizer_to_flat(self.opt_D, "opt_D")
+        tensors.update(opt_g)
+        tensors.update(opt_d)
+        rng_t, rng_meta = _rng_tensors_and_meta()
+        tensors.update(rng_t)
+        meta = {"optimizers": {"opt_G": meta_g, "opt_D": meta_d}, "augment": self.ada.state_dict(),
+                "augment_p": self.ada.p, "rng": rng_meta}
+        return tensors, meta
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            state = checkpoint.subset(dict(tensors), name)
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ConfigError(f"{meta.get('path', 'checkpoint')}: {name} weights do not match the preset ({exc})") from None
+        optimizer_from_flat(self.opt_G, tensors, meta["optimizers"]["opt_G"], "opt_G")
+        optimizer_from_flat(self.opt_D, tensors, meta["optimizers"]["opt_D"], "opt_D")
+        self.ada.load_state_dict(meta["augment"])
+        _restore_rng(tensors, meta.get("rng", {}))
+
+    def weights_finite(self) -> bool:
+        params = list(self.G.parameters()) + list(self.D.parameters()) + list(self.G_ema.parameters())
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    model: Path | None
+    stopped: str
+    """"done" (all steps), "time" (max_minutes reached)."""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _versions() -> dict[str, str]:
+    return {"gantlitz": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": np.__version__, "cuda": str(torch.version.cuda), "platform": platform.platform()}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    found = sorted(folder.glob(checkpoint.CHECKPOINT_GLOB))
+    for old in found[: max(len(found) - keep, 0)]:
+        old.unlink(missing_ok=True)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM → finish the step, checkpoint, stop. A second SIGINT aborts at once."""
+
+    def __init__(self, install: bool) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+        if install and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step, then writing a checkpoint "
+              "(press Ctrl-C again to abort without one)", file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _trim_metrics(path: Path, start_step: int) -> None:
+    """Drop metrics logged after `start_step` (a resumed run logs those steps again)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= start_step:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    os.replace(tmp, path)
+
+
+def _dataset_meta(store: Any) -> dict[str, Any]:
+    return {"canvas": [int(store.canvas[0]), int(store.canvas[1])], "displacement_scale": float(store.displacement_scale),
+            "normal_convention": getattr(store, "normal_convention", "opengl"), "path": str(Path(store.path).resolve())}
+
+
+def _mask_for(store: Any, preset: Preset) -> torch.Tensor:
+    if preset.global_res is None:
+        return torch.from_numpy(np.asarray(store.mask, dtype=np.uint8))
+    r = preset.global_res
+    return torch.from_numpy(np.asarray(store.mask_at(r, r), dtype=np.uint8))
+
+
+def _resume_command(data: Any, out: Path, preset_name: str) -> str:
+    return f"gantlitz train --data {data} --preset {preset_name} --out {out} --resume"
+
+
+# --------------------------------------------------------------------------------------------------
+# Previews
+# --------------------------------------------------------------------------------------------------
+
+
+class _Previewer:
+    """Fixed latents and locations, so previews of successive steps are comparable."""
+
+    def __init__(self, trainer: Trainer, store: Any, preset: Preset, samples: int = 4) -> None:
+        self.trainer, self.store, self.preset = trainer, store, preset
+        p = preset.model.patch_size
+        n = min(samples, len(store.subjects))
+        self.samples = max(n, 1)
+        g = step_generator(preset.train.seed, 0, 0, _PREVIEW)
+        self.z = torch.randn(self.samples, preset.model.z_dim, generator=g)
+        self.noise_seeds = torch.arange(self.samples)
+        if preset.global_res is None:
+            from ..data.sampling import training_locations
+
+            locs = training_locations(store.mask, p)
+            picks = sorted({locs[len(locs) // 2], locs[len(locs) // 3]})
+            self.locations = picks
+            self.reals = [
+                torch.stack([torch.from_numpy(store.read_patch(i, t, l, p)) for i in range(self.samples)])
+                for t, l in picks
+            ]
+        else:
+            r = preset.global_res
+            self.locations = [(0, 0)]
+            self.reals = [torch.stack([torch.from_numpy(store.read_whole(i, r, r)) for i in range(self.samples)])]
+        self.display = min(p, 128)
+
+    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.shape[-1] // self.display
+        return torch.nn.functional.avg_pool2d(x, f) if f > 1 else x
+
+    @torch.no_grad()
+    def render(self, monitor: Monitor, step: int) -> None:
+        G = self.trainer.G_ema
+        dev = self.trainer.device
+        ws = G.mapping(self.z.to(dev))
+        rows = []
+        for (top, left), real in zip(self.locations, self.reals):
+            t = torch.full((self.samples,), top, device=dev)
+            l_ = torch.full((self.samples,), left, device=dev)
+            fake = G(ws, t, l_, self.noise_seeds.to(dev)).float().cpu()
+            rows += [self._shrink(real), self._shrink(fake)]
+        monitor.image(step, "patches", patch_grid_image(rows))
+        tex = texture_preview(G, ws[:1], 0, long_side=512)
+        monitor.image(step, "texture", texture_image(tex))
+
+
+# --------------------------------------------------------------------------------------------------
+# train()
+# --------------------------------------------------------------------------------------------------
+
+
+def train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    preset: str | Preset | None = None,
+    *,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    steps: int | None = None,
+    kimg: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+    previews: bool = True,
+    command: Sequence[str] | None = None,
+    handle_signals: bool = True,
+) -> TrainResult:
+    """Train `preset` (name or Preset, plus dotted `overrides`) on the prepared dataset `data` into run
+    directory `out`.
+
+    `steps` (total steps) or `kimg` (thousands of real samples over all processes) override
+    `train.steps`; `resume` continues from the latest checkpoint of `out` (starting fresh if there is
+    none); `overwrite` clears a previous run's checkpoints, logs and previews; `max_minutes` stops after
+    that much wall time as if the run had ended (final checkpoint + model). Writes RUN/config.json,
+    RUN/checkpoints/step-*.safetensors (every train.checkpoint_every steps, the last
+    train.keep_checkpoints kept), RUN/model.safetensors (G_ema) at the end, TensorBoard logs, previews.
+
+    Raises `ConfigError`, `RunExistsError`, `TrainingDiverged` (NaN/Inf; last good checkpoint kept) or
+    `TrainingInterrupted` (SIGINT/SIGTERM; checkpoint written). Launch with torchrun for several GPUs.
+    """
+    from ..data.store import PatchStore, StoreError
+
+    t_start = time.time()
+    info = distributed.setup(device)
+    try:
+        out = Path(out)
+        try:
+            store = PatchStore(data)
+        except StoreError as exc:
+            raise ConfigError(f"dataset: {exc}") from None
+        ckpt_dir = out / "checkpoints"
+        latest = checkpoint.latest(ckpt_dir) if ckpt_dir.is_dir() else None
+        if latest is not None and not resume and not overwrite:
+            raise RunExistsError(
+                f"{out} already holds checkpoints (latest: {latest.name}); pass --resume to continue it or "
+                "--overwrite to start over (its checkpoints, logs and previews are deleted)"
+            )
+        ckpt_tensors: dict[str, torch.Tensor] | None = None
+        ckpt_meta: dict[str, Any] | None = None
+        if resume and latest is not None:
+            ckpt_tensors, ckpt_meta = checkpoint.load(latest)
+            from ..config import preset_from_dict
+
+            saved = preset_from_dict(ckpt_meta["preset"])
+            if isinstance(preset, str) and preset != saved.name:
+                log.warning("--preset %s differs from the run's preset %s: continuing with %s", preset, saved.name,
+                            saved.name)
+            resolved = resolve_preset(saved, overrides, canvas=None if saved.global_res else store.canvas,
+                                      data_path=data)
+            if resolved.model != saved.model or resolved.global_res != saved.global_res:
+                raise ConfigError(
+                    f"{latest}: the overrides change the model of the run being resumed; only train.* settings "
+                    "may change on --resume"
+                )
+        else:
+            if preset is None:
+                raise ConfigError(f"choose a preset (--preset NAME): {', '.join(presets.names())}")
+            try:
+                resolved = resolve_preset(preset, overrides, canvas=store.canvas, data_path=data)
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0])) from None
+        world = info.world_size
+        if steps is not None or kimg is not None:
+            total = int(steps) if steps is not None else math.ceil(float(kimg) * 1000 / (resolved.train.batch * world))
+            resolved = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, steps=total))
+        cfg = resolved.train
+        total_steps = cfg.steps
+        if info.is_main:
+            if overwrite and not resume:
+                for name in ("checkpoints", "logs", "previews"):
+                    shutil.rmtree(out / name, ignore_errors=True)
+                for name in ("model.safetensors", "metrics.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+            ckpt_dir.mkdir(exist_ok=True)
+        distributed.barrier()
+
+        trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank, world_size=world)
+        start_step = 0
+        if ckpt_tensors is not None and ckpt_meta is not None:
+            trainer.load_state(ckpt_tensors, ckpt_meta)
+            start_step = int(ckpt_meta["step"])
+            del ckpt_tensors
+        dataset_meta = _dataset_meta(store)
+        if resolved.global_res is not None:
+            # The global model's canvas is R x R: heights in its pixels are scaled by R / source width.
+            r = resolved.global_res
+            dataset_meta.update({"source_canvas": dataset_meta["canvas"], "canvas": [r, r], "global_res": r,
+                                 "displacement_scale": dataset_meta["displacement_scale"] * r / store.canvas[1]})
+
+        if info.is_main:
+            config_path = out / "config.json"
+            previous = json.loads(config_path.read_text()) if (resume and config_path.exists()) else {}
+            history = list(previous.get("runs", []))
+            history.append({"command": list(command) if command is not None else list(sys.argv),
+                            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                            "start_step": start_step, "world_size": world, "device": str(info.device)})
+            _write_json(config_path, {
+                "preset": to_dict(resolved),
+                "base_preset": resolved.name,
+                "overrides": dict(overrides) if isinstance(overrides, Mapping) else
+                parse_overrides(list(overrides or [])),
+                "steps": total_steps,
+                "data": dataset_meta,
+                "versions": _versions(),
+                "runs": history,
+            })
+            _trim_metrics(out / "metrics.jsonl", start_step)
+
+        meta_base = {"preset": to_dict(resolved), "dataset": dataset_meta}
+        stop = _StopFlag(handle_signals)
+        monitor = Monitor(out, enabled=info.is_main, total_steps=total_steps, start_step=start_step,
+                          progress=progress, tensorboard=tensorboard,
+                          desc="train" if max_minutes is None else f"train (stops after {max_minutes:g} min)")
+        previewer = _Previewer(trainer, store, resolved) if (info.is_main and previews and cfg.preview_every) else None
+        result_history: list[dict[str, float]] = []
+        last_ckpt: Path | None = latest if resume else None
+
+        def save(step: int) -> Path:
+            tensors, state_meta = trainer.state()
+            meta = {**meta_base, "step": step, "kimg": step * cfg.batch * world / 1000.0, "world_size": world,
+                    **state_meta}
+            path = checkpoint.save(checkpoint.step_path(ckpt_dir, step), tensors, meta)
+            _prune(ckpt_dir, cfg.keep_checkpoints)
+            return path
+
+        seed_rank = cfg.seed + _RANK_SEED_STRIDE * info.rank
+        loader = _make_loader(store, resolved, seed=seed_rank, start_step=start_step, steps=total_steps,
+                              pin=info.device.type == "cuda")
+        acc: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        window_t = time.time()
+        window_steps = 0
+        step = start_step
+        stopped = "done"
+        try:
+            if previewer is not None and start_step == 0:
+                previewer.render(monitor, 0)
+            it: Iterator[dict[str, Any]] = iter(loader)
+            while step < total_steps:
+                batch = next(it)
+                stats = trainer.step(step, batch["image"], batch["top"], batch["left"])
+                for k, v in stats.items():
+                    acc[k] = acc[k] + v if k in acc else v.clone()
+                    counts[k] = counts.get(k, 0) + 1
+                step += 1
+                window_steps += 1
+                monitor.advance()
+                is_log = step % cfg.log_every == 0 or step == total_steps
+                is_ckpt = step % cfg.checkpoint_every == 0 or step == total_steps
+                want_stop = stop.signum is not None or (
+                    max_minutes is not None and info.is_main and time.time() - t_start > max_minutes * 60)
+                if world > 1:
+                    want_stop = distributed.any_flag(want_stop, info.device)
+                if is_log or is_ckpt or want_stop:
+                    values = {k: float(v) / counts[k] for k, v in acc.items()}
+                    bad = losses.check_finite(values)
+                    if bad is not None:
+                        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+                        raise TrainingDiverged(
+                            f"non-finite loss ({bad}, mean over steps {step - window_steps + 1}-{step}): training "
+                            f"stopped at step {step}; {where}. Lower the learning rate (--lr), raise R1 "
+                            "(--r1-gamma) or use --precision fp32/tf32, then --resume or start over."
+                        )
+                    if info.is_main:
+                        elapsed = max(time.time() - window_t, 1e-9)
+                        samples = window_steps * cfg.batch * world
+                        values.update({
+                            "augment/p": trainer.ada.p, "augment/r_t": trainer.ada.r_t,
+                            "lr": losses.warmup_lr(step - 1, cfg.lr, cfg.warmup_steps),
+                            "speed/steps_per_s": window_steps / elapsed,
+                            "speed/samples_per_s": samples / elapsed,
+                            "speed/modality_patches_per_s": samples * trainer.modalities_per_sample / elapsed,
+                            "memory/peak_gb": memory_gb(info.device),
+                            "progress/kimg": step * cfg.batch * world / 1000.0,
+                        })
+                        monitor.scalars(step, values, postfix={
+                            "G": f"{values['loss/G']:.3f}", "D": f"{values['loss/D']:.3f}",
+                            "p": f"{trainer.ada.p:.2f}", "patch/s": f"{values['speed/modality_patches_per_s']:.1f}"})
+                        result_history.append({"step": step, **values})
+                    acc, counts = {}, {}
+                    window_t, window_steps = time.time(), 0
+                if is_ckpt or want_stop:
+                    if not trainer.weights_finite():
+                        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+                        raise TrainingDiverged(f"non-finite weights at step {step}: training stopped; {where}")
+                    if info.is_main:
+                        last_ckpt = save(step)
+                        monitor.flush()
+                    distributed.barrier()
+                if previewer is not None and (step % cfg.preview_every == 0 or step == total_steps or want_stop):
+                    previewer.render(monitor, step)
+                if want_stop:
+                    if stop.signum is not None:
+                        name = signal.Signals(stop.signum).name
+                        raise TrainingInterrupted(
+                            f"{name}: stopped at step {step}/{total_steps}; checkpoint {last_ckpt} written. "
+                            f"Resume with: {_resume_command(data, out, resolved.name)}", stop.signum)
+                    stopped = "time"
+                    monitor.write(f"time limit of {max_minutes:g} min reached at step {step}/{total_steps}")
+                    break
+            model_path = None
+            if info.is_main:
+                if last_ckpt is None or checkpoint.latest(ckpt_dir) is None:
+                    last_ckpt = save(step)
+                model_tensors = checkpoint.prefixed(trainer.G_ema.state_dict(), "G_ema")
+                model_path = checkpoint.save(out / "model.safetensors", model_tensors,
+                                             {**meta_base, "step": step, "augment_p": trainer.ada.p})
+                monitor.write(f"done: step {step}, model {model_path}")
+            distributed.barrier()
+            return TrainResult(out, step, last_ckpt, model_path, stopped, result_history)
+        finally:
+            stop.restore()
+            monitor.close()
+    finally:
+        distributed.cleanup(info)
