@@ -1,7 +1,107 @@
-"""CLI commands: invert (filled in by its owner)."""
+"""CLI commands: invert (`gantlitz invert`: modality completion and super-resolution by inversion, §5.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 
+def _steps(value: str) -> tuple[int, int]:
+    """'N' (both stages) or 'S1,S2' → (latent steps, noise steps)."""
+    try:
+        parts = [int(v) for v in str(value).split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected N or LATENT,NOISE (e.g. 400,400), got {value!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 0 or sum(parts) == 0:
+        raise click.BadParameter(f"expected N or LATENT,NOISE with non-negative counts, not both 0; got {value!r}")
+    return parts[0], parts[1]
+
+
+@click.command("invert")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.option("--target", "target", type=click.Path(path_type=Path), default=None,
+              help="Image to invert (EXR/PNG/TIFF/JPEG): canvas size for completion, canvas/f for superres.")
+@click.option("--modality", type=click.Choice(["albedo", "specular", "displacement"]), default="albedo",
+              show_default=True, help="Modality of the target (inverted with this modality's embedding).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: maps, latent.safetensors, contact.png, loss.png, result.json.")
+@click.option("--mode", type=click.Choice(["completion", "superres"]), default="completion", show_default=True,
+              help="completion: target at canvas size; superres: low-resolution target, loss after down-sampling.")
+@click.option("--steps", default="400,400", show_default=True,
+              help="Optimisation steps: N for both stages, or LATENT,NOISE.")
+@click.option("--region-patches", type=click.IntRange(min=0), default=2, show_default=True,
+              help="k: each step synthesises a random k x k-patch region (0 = the whole canvas every step).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of every random choice (same seed, same result).")
+@click.option("--lr", "lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Latent learning rate (default 0.1).")
+@click.option("--noise-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Noise-map learning rate (default 0.1).")
+@click.option("--noise-reg", type=click.FloatRange(min=0), default=None,
+              help="Weight of the pixel-correlation noise penalty (default 100).")
+@click.option("--superres-boost", type=click.FloatRange(min=0), default=None,
+              help="Super-resolution: penalty multiplier for noise finer than the target (default 10).")
+@click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Write the resumable state (OUT/state.safetensors) every N steps.")
+@click.option("--format", "fmt", type=click.Choice(["exr", "png16", "tiff"]), default="exr", show_default=True,
+              help="Map file format.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted inversion in OUT (same target and options).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs in OUT.")
+@click.option("--regenerate", "latent", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Instead of inverting: turn a saved latent.safetensors back into the maps in OUT.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def invert_cmd(
+    checkpoint: Path, target: Path | None, modality: str, out: Path, mode: str, steps: str, region_patches: int,
+    seed: int, lr: float | None, noise_lr: float | None, noise_reg: float | None, superres_boost: float | None,
+    save_every: int, fmt: str, device: str | None, resume: bool, overwrite: bool, latent: Path | None, quiet: bool,
+) -> None:
+    """Project a texture map into the model (W+ latents, then noise maps) and write every modality.
+
+    \b
+    Completion:        gantlitz invert RUN --target albedo.exr --out inv/
+    Super-resolution:  gantlitz invert RUN --target albedo_768x512.png --mode superres --out inv/
+    Re-generate maps:  gantlitz invert RUN --regenerate inv/latent.safetensors --out inv2/
+
+    An interrupted run continues with --resume (state saved every --save-every steps).
+    """
+    import dataclasses
+
+    from ..checkpoint import CheckpointError
+    from ..imageio import ImageError
+    from ..invert import InversionConfig, InversionError, regenerate, run
+
+    try:
+        if latent is not None:
+            if target is not None:
+                raise click.UsageError("--regenerate takes no --target (the latent file records it)")
+            result = regenerate(checkpoint, latent, out, fmt=fmt, overwrite=overwrite, device=device)
+            click.echo(f"re-generated {result.mode} inversion ({result.modality}) into {out}")
+            return
+        if target is None:
+            raise click.UsageError("--target FILE is required (or --regenerate LATENT)")
+        s1, s2 = _steps(steps)
+        cfg = InversionConfig(latent_steps=s1, noise_steps=s2, region_patches=region_patches or None, seed=seed,
+                              save_every=save_every)
+        changes = {k: v for k, v in (("lr_latent", lr), ("lr_noise", noise_lr), ("noise_corr_weight", noise_reg),
+                                     ("superres_noise_boost", superres_boost)) if v is not None}
+        cfg = dataclasses.replace(cfg, **changes)
+        result = run(checkpoint, target, out, modality=modality, mode=mode, config=cfg, resume=resume,
+                     overwrite=overwrite, fmt=fmt, device=device, progress=not quiet)
+    except (InversionError, CheckpointError, ImageError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; the state saved every {save_every} steps is in {out / 'state.safetensors'}: "
+            "run the same command with --resume to continue"
+        ) from None
+    where = f"at 1/{result.factor} resolution" if result.factor > 1 else "at full resolution"
+    click.echo(f"{result.modality} reconstruction PSNR {result.psnr:.2f} dB ({where}); outputs in {out}")
+
+
 def register(group: click.Group) -> None:
     """Add this area's commands to the top-level group."""
+    group.add_command(invert_cmd)
