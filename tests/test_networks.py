@@ -142,7 +142,8 @@ def test_receptive_field_of_one_output_pixel_is_local() -> None:
         # ...but a larger region containing the same patch reproduces it exactly.
         larger = G.synthesize(ws, "albedo", p, p, 3 * p, 3 * p)[:, :, p : 2 * p, p : 2 * p]
     assert (base - moved).abs().max() > 1e-3
-    assert (base - larger).abs().max() <= 1e-5
+    # Equal up to float32 round-off of the differently sized convolutions (a few ulps of the magnitude).
+    assert (base - larger).abs().max() <= 4e-6 * max(1.0, base.abs().max().item())
 
 
 def test_preset_channels_and_parameter_counts_printed_by_info() -> None:
