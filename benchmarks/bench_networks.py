@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     today = datetime.date.today().isoformat()
     command = "python " + " ".join(sys.argv)
-    print(f"| date | machine | preset | precision | batch | ms/forward | patch-evals/s | peak GB | command |")
+    print("| date | machine | preset | precision | batch | ms/forward | patch-evals/s | peak GB | command |")
     print("|---|---|---|---|---|---|---|---|---|")
     for precision in args.precisions.split(","):
         if precision == "tf32" and not args.device.startswith("cuda"):

@@ -1,5 +1,7 @@
-"""Random 512x512x5 patch reads from the prepared store: raw `PatchStore.read_patch` and the training
-DataLoader (`gantlitz.data.patch_loader`, grouped batches, worker processes), warm and cold page cache.
+"""Random 512x512x5 patch reads from the prepared store: `PatchStore.read_patch` (float32, masked),
+`read_patch_raw` (stored uint16) and the DataLoader (`gantlitz.data.patch_loader`, grouped batches,
+worker processes) in both forms — training uses the raw one and decodes on the device — warm and cold
+page cache.
 
 The store (default 8 subjects at 6144x4096, ~2 GB) is written directly in the store format with
 random-ish uint16 data (smooth noise + grain: compressibility does not matter for an uncompressed memory
@@ -16,17 +18,14 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gantlitz.config import MODALITY_CHANNELS  # noqa: E402
-from gantlitz.data.sampling import GroupedBatchSampler, patch_loader, training_locations  # noqa: E402
-from gantlitz.data.store import STORE_FORMAT, STORE_VERSION, PatchStore  # noqa: E402
+from gantlitz.config import MODALITY_CHANNELS
+from gantlitz.data.sampling import GroupedBatchSampler, patch_loader, training_locations
+from gantlitz.data.store import STORE_FORMAT, STORE_VERSION, PatchStore
 
 
 def make_store(path: Path, subjects: int, height: int, width: int) -> None:
@@ -81,20 +80,21 @@ def drop_cache(store: Path) -> str:
         return "fadvise"
 
 
-def bench_raw(store_path: Path, n: int, patch: int, seed: int) -> float:
+def bench_reads(store_path: Path, n: int, patch: int, seed: int, raw: bool = False) -> float:
     store = PatchStore(store_path)
+    read = store.read_patch_raw if raw else store.read_patch
     locs = training_locations(store.mask, patch)
     sampler = GroupedBatchSampler(locs, len(store.subjects), 8, 2, seed=seed)
     keys = [k for step in range((n + 7) // 8) for k in sampler.batch_at(step)][:n]
     t0 = time.perf_counter()
     for s, t, l, f in keys:
-        store.read_patch(s, t, l, patch, f)
+        read(s, t, l, patch, f)
     return n / (time.perf_counter() - t0)
 
 
-def bench_loader(store_path: Path, n: int, patch: int, seed: int, workers: int, batch: int) -> float:
+def bench_loader(store_path: Path, n: int, patch: int, seed: int, workers: int, batch: int, raw: bool) -> float:
     steps = max(1, n // batch)
-    loader = patch_loader(store_path, patch, batch, 2, seed=seed, steps=steps + 2, workers=workers)
+    loader = patch_loader(store_path, patch, batch, 2, seed=seed, steps=steps + 2, workers=workers, raw=raw)
     it = iter(loader)
     next(it)  # worker start-up is not a read cost
     next(it)
@@ -151,15 +151,18 @@ def main() -> None:
     rows = []
     try:
         # warm: read everything once so the store sits in the page cache
-        bench_raw(args.store, args.reads, args.patch, seed=99)
-        rows.append(("read_patch", "warm", bench_raw(args.store, args.reads, args.patch, seed=1)))
-        rows.append((f"DataLoader (workers {args.workers}, batch {args.batch})", "warm",
-                     bench_loader(args.store, args.reads, args.patch, 2, args.workers, args.batch)))
-        method = drop_cache(args.store)
-        rows.append(("read_patch", f"cold ({method})", bench_raw(args.store, args.cold_reads, args.patch, seed=3)))
-        method = drop_cache(args.store)
-        rows.append((f"DataLoader (workers {args.workers}, batch {args.batch})", f"cold ({method})",
-                     bench_loader(args.store, args.cold_reads, args.patch, 4, args.workers, args.batch)))
+        bench_reads(args.store, args.reads, args.patch, seed=99)
+        loader = f"DataLoader (workers {args.workers}, batch {args.batch})"
+        for cold, n, seed in ((False, args.reads, 1), (True, args.cold_reads, 3)):
+            for raw in (False, True):
+                label = "raw uint16 (training path)" if raw else "float32, masked"
+                runs = (
+                    (f"read_patch{'_raw' if raw else ''}", lambda: bench_reads(args.store, n, args.patch, seed, raw)),
+                    (loader, lambda: bench_loader(args.store, n, args.patch, seed + 10, args.workers, args.batch, raw)),
+                )
+                for name, run in runs:
+                    cache = f"cold ({drop_cache(args.store)})" if cold else "warm"
+                    rows.append((f"{name} — {label}", cache, run()))
     finally:
         if args.delete:
             shutil.rmtree(args.store, ignore_errors=True)

@@ -20,16 +20,13 @@ import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gantlitz import presets  # noqa: E402
-from gantlitz.data.sampling import training_locations  # noqa: E402
-from gantlitz.train.loop import Trainer, parse_overrides, resolve_preset  # noqa: E402
-from gantlitz.train.monitor import memory_gb  # noqa: E402
+from gantlitz import presets
+from gantlitz.data.sampling import training_locations
+from gantlitz.train.loop import Trainer, parse_overrides, resolve_preset
+from gantlitz.train.monitor import memory_gb
 
 
 def machine(device: torch.device) -> str:

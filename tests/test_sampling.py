@@ -7,6 +7,7 @@ from gantlitz.data.sampling import (
     PatchDataset,
     inference_tiles,
     patch_loader,
+    raw_to_network,
     training_locations,
 )
 from gantlitz.data.store import PatchStore
@@ -98,3 +99,19 @@ def test_dataset_and_dataloader_with_workers(prepared_store):
         assert torch.equal(batch["image"], ref)
     with pytest.raises(ValueError, match="does not divide"):
         PatchDataset(prepared_store, 512)
+
+
+def test_raw_batches_decode_to_the_float_patches(prepared_store):
+    """The training path (stored uint16 through the workers, decoded on the device) gives exactly the
+    float patches `read_patch` gives, masks included."""
+    loader = patch_loader(prepared_store, 128, batch_size=4, group_size=2, seed=3, steps=3, workers=2, raw=True)
+    store = PatchStore(prepared_store)
+    for batch in loader:
+        assert batch["image"].dtype == torch.int16 and batch["image"].shape == (4, 128, 128, 5)
+        assert batch["mask"].dtype == torch.uint8 and batch["mask"].shape == (4, 128, 128)
+        keys = zip(batch["subject"].tolist(), batch["top"].tolist(), batch["left"].tolist(), batch["flip"].tolist())
+        ref = torch.stack([torch.from_numpy(store.read_patch(s, t, l, 128, f)) for s, t, l, f in keys])
+        decoded = raw_to_network(batch["image"], batch["mask"])
+        assert decoded.shape == ref.shape
+        assert (decoded - ref).abs().max().item() <= 1e-6
+    assert store.read_patch_raw(0, 0, 0, 64).dtype == np.uint16

@@ -3,7 +3,14 @@ training-batch sampling (`sampling`).  See docs/data.md."""
 
 from .prepare import PrepareError
 from .prepare import prepare as prepare_dataset  # the module `gantlitz.data.prepare` keeps its name
-from .sampling import GroupedBatchSampler, PatchDataset, inference_tiles, patch_loader, training_locations
+from .sampling import (
+    GroupedBatchSampler,
+    PatchDataset,
+    inference_tiles,
+    patch_loader,
+    raw_to_network,
+    training_locations,
+)
 from .store import PatchStore, StoreError
 from .synth import synthesize_dataset
 
@@ -18,4 +25,5 @@ __all__ = [
     "GroupedBatchSampler",
     "PatchDataset",
     "patch_loader",
+    "raw_to_network",
 ]

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import geometry
+from ..config import DATA_CHANNELS
 from .store import PatchStore
 
 __all__ = [
@@ -124,6 +125,9 @@ class PatchDataset(Dataset):
 
     Indexed by a key (subject, top, left, flip) (what `GroupedBatchSampler` yields) or by an int
     enumerating subjects x locations x flips.  Picklable: worker processes reopen the memory map.
+    With ``raw=True`` batches carry the stored values instead ("image": (B, P, P, 5) int16 holding the
+    uint16 bits, "mask": (B, P, P) uint8): workers only copy memory, half the bytes cross to the main
+    process, and `raw_to_network` converts on the training device.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class PatchDataset(Dataset):
         patch: int,
         locations: Sequence[tuple[int, int]] | None = None,
         flip: bool | None = None,
+        raw: bool = False,
     ):
         self.store = store if isinstance(store, PatchStore) else PatchStore(store)
         h, w = self.store.canvas
@@ -141,6 +146,7 @@ class PatchDataset(Dataset):
             )
         self.patch = int(patch)
         self.flip = self.store.flip if flip is None else bool(flip)
+        self.raw = bool(raw)
         self.locations = list(locations) if locations is not None else training_locations(self.store.mask, patch)
 
     def __len__(self) -> int:
@@ -157,31 +163,43 @@ class PatchDataset(Dataset):
         top, left = self.locations[loc]
         return subject, top, left, bool(f)
 
+    def _check_flip(self, flip: bool) -> None:
+        if flip and not self.flip:
+            raise ValueError(f"{self.store.path}: flipping is off for this dataset")
+
     def __getitems__(self, keys: Sequence[int | Key]) -> dict[str, torch.Tensor]:
         """A whole batch at once (DataLoader's batched fetch): patches are written straight into one
-        (B, 5, P, P) tensor, in shared memory when called in a worker process (no stack / copy)."""
+        batch tensor, in shared memory when called in a worker process (no stack / copy)."""
         keys = [self.key(int(k)) if isinstance(k, (int, np.integer)) else k for k in keys]
-        shape = (len(keys), 5, self.patch, self.patch)
-        images = _shared_empty(shape) if torch.utils.data.get_worker_info() is not None else torch.empty(shape)
-        view = images.numpy()
-        for i, (subject, top, left, flip) in enumerate(keys):
-            if flip and not self.flip:
-                raise ValueError(f"{self.store.path}: flipping is off for this dataset")
-            self.store.read_patch(subject, top, left, self.patch, flip=bool(flip), out=view[i])
-        return {
-            "image": images,
+        b, p = len(keys), self.patch
+        in_worker = torch.utils.data.get_worker_info() is not None
+        batch = {
             "top": torch.tensor([int(k[1]) for k in keys]),
             "left": torch.tensor([int(k[2]) for k in keys]),
             "subject": torch.tensor([int(k[0]) for k in keys]),
             "flip": torch.tensor([bool(k[3]) for k in keys]),
         }
+        if self.raw:
+            images = _empty((b, p, p, DATA_CHANNELS), torch.int16, in_worker)
+            masks = _empty((b, p, p), torch.uint8, in_worker)
+            view, mask_view = images.numpy().view(np.uint16), masks.numpy()
+            for i, (subject, top, left, flip) in enumerate(keys):
+                self._check_flip(flip)
+                self.store.read_patch_raw(subject, top, left, p, flip=bool(flip), out=view[i])
+                mask_view[i] = self.store.mask[top : top + p, left : left + p]
+            return {"image": images, "mask": masks, **batch}
+        images = _empty((b, DATA_CHANNELS, p, p), torch.float32, in_worker)
+        view = images.numpy()
+        for i, (subject, top, left, flip) in enumerate(keys):
+            self._check_flip(flip)
+            self.store.read_patch(subject, top, left, p, flip=bool(flip), out=view[i])
+        return {"image": images, **batch}
 
     def __getitem__(self, key: int | Key) -> dict[str, object]:
         if isinstance(key, (int, np.integer)):
             key = self.key(int(key))
         subject, top, left, flip = key
-        if flip and not self.flip:
-            raise ValueError(f"{self.store.path}: flipping is off for this dataset")
+        self._check_flip(flip)
         image = self.store.read_patch(subject, top, left, self.patch, flip=bool(flip))
         return {
             "image": torch.from_numpy(image),
@@ -192,14 +210,18 @@ class PatchDataset(Dataset):
         }
 
 
-def _shared_empty(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor allocated in shared memory (as torch's default_collate does)."""
-    numel = int(np.prod(shape))
-    try:
-        storage = torch.empty(0)._typed_storage()._new_shared(numel)
-        return torch.empty(0).new(storage).view(shape)
-    except (AttributeError, RuntimeError):  # private API moved: fall back to a copy into shared memory
-        return torch.empty(shape).share_memory_()
+def raw_to_network(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """A raw batch ((B, P, P, 5) int16 bits of uint16, (B, P, P) uint8 masks) → (B, 5, P, P) float32 in
+    [-1, 1], masked: exactly what `PatchStore.read_patch` returns, computed on the tensors' device."""
+    x = images.to(torch.int32).bitwise_and_(0xFFFF).to(torch.float32)
+    x = x.permute(0, 3, 1, 2).mul_(2.0 / 65535.0).sub_(1.0)
+    return (x * masks[:, None].to(torch.float32)).contiguous()
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory when it will cross from a worker process."""
+    out = torch.empty(shape, dtype=dtype)
+    return out.share_memory_() if shared else out
 
 
 def _batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -220,9 +242,11 @@ def patch_loader(
     flip: bool | None = None,
     locations: Sequence[tuple[int, int]] | None = None,
     pin_memory: bool = False,
+    raw: bool = False,
 ) -> DataLoader:
-    """A DataLoader of grouped training batches (dict of batched tensors) starting at ``start_step``."""
-    ds = PatchDataset(store, patch, locations=locations, flip=flip)
+    """A DataLoader of grouped training batches (dict of batched tensors) starting at ``start_step``;
+    ``raw`` batches are converted on the device with `raw_to_network`."""
+    ds = PatchDataset(store, patch, locations=locations, flip=flip, raw=raw)
     sampler = GroupedBatchSampler(
         ds.locations, len(ds.store.subjects), batch_size, group_size,
         seed=seed, start_step=start_step, flip=ds.flip, steps=steps,

@@ -138,6 +138,18 @@ class PatchStore:
             raise IndexError(f"subject {subject} out of range (dataset has {len(self.subjects)})")
         return subject
 
+    def _raw(self, subject: int, top: int, left: int, size: int, flip: bool) -> np.ndarray:
+        """View (size, size, 5) uint16 of the memory map (mirrored when ``flip``), bounds checked."""
+        subject = self._check_subject(subject)
+        h, w = self.canvas
+        top, left, size = int(top), int(left), int(size)
+        if size <= 0 or top < 0 or left < 0 or top + size > h or left + size > w:
+            raise ValueError(f"patch ({top}, {left}) of size {size} does not fit the {w}x{h} canvas")
+        if flip:
+            c0 = w - left - size
+            return self.textures[subject, top : top + size, c0 : c0 + size][:, ::-1]
+        return self.textures[subject, top : top + size, left : left + size]
+
     def read_patch(
         self, subject: int, top: int, left: int, size: int, flip: bool = False, out: np.ndarray | None = None
     ) -> np.ndarray:
@@ -148,16 +160,7 @@ class PatchStore:
         generator's output masking gives a patch at that location.  ``out`` (float32, C-contiguous,
         (5, size, size)) receives the result instead of a new array.
         """
-        subject = self._check_subject(subject)
-        h, w = self.canvas
-        top, left, size = int(top), int(left), int(size)
-        if size <= 0 or top < 0 or left < 0 or top + size > h or left + size > w:
-            raise ValueError(f"patch ({top}, {left}) of size {size} does not fit the {w}x{h} canvas")
-        if flip:
-            c0 = w - left - size
-            raw = self.textures[subject, top : top + size, c0 : c0 + size][:, ::-1]
-        else:
-            raw = self.textures[subject, top : top + size, left : left + size]
+        raw = self._raw(subject, top, left, size, flip)
         if out is None:
             out = np.empty((DATA_CHANNELS, size, size), np.float32)
         elif out.shape != (DATA_CHANNELS, size, size) or out.dtype != np.float32:
@@ -168,6 +171,19 @@ class PatchStore:
         m = self.mask[top : top + size, left : left + size]
         if not m.all():
             out *= self._mask_f[top : top + size, left : left + size]
+        return out
+
+    def read_patch_raw(
+        self, subject: int, top: int, left: int, size: int, flip: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The stored uint16 values (size, size, 5) at (top, left), unmasked: a plain copy, the cheapest
+        read (training loaders convert on the device with `sampling.raw_to_network`)."""
+        raw = self._raw(subject, top, left, size, flip)
+        if out is None:
+            return np.array(raw)
+        if out.shape != raw.shape or out.dtype != np.uint16:
+            raise ValueError(f"out must be uint16 {raw.shape}, got {out.dtype} {out.shape}")
+        np.copyto(out, raw)
         return out
 
     def mask_at(self, height: int, width: int) -> np.ndarray:

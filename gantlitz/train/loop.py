@@ -47,6 +47,8 @@ import torch
 
 from .. import __version__, checkpoint, networks, presets
 from ..config import MODALITIES, AugmentConfig, ModelConfig, Preset, TrainConfig, to_dict
+from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
+from ..data.store import PatchStore, StoreError
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
@@ -396,13 +398,12 @@ class GlobalDataset(torch.utils.data.Dataset):
 
 
 def _make_loader(store: Any, preset: Preset, *, seed: int, start_step: int, steps: int, pin: bool) -> Any:
-    from ..data.sampling import GroupedBatchSampler, patch_loader
-
     cfg = preset.train
     flip = bool(cfg.flip and store.flip)
     if preset.global_res is None:
         return patch_loader(store, preset.model.patch_size, cfg.batch, cfg.group_size, seed=seed,
-                            start_step=start_step, steps=steps, workers=cfg.workers, flip=flip, pin_memory=pin)
+                            start_step=start_step, steps=steps, workers=cfg.workers, flip=flip, pin_memory=pin,
+                            raw=True)
     sampler = GroupedBatchSampler([(0, 0)], len(store.subjects), cfg.batch, cfg.group_size, seed=seed,
                                   start_step=start_step, flip=flip, steps=steps)
     return torch.utils.data.DataLoader(
@@ -722,8 +723,6 @@ class _Previewer:
         self.z = torch.randn(self.samples, preset.model.z_dim, generator=g)
         self.noise_seeds = torch.arange(self.samples)
         if preset.global_res is None:
-            from ..data.sampling import training_locations
-
             locs = training_locations(store.mask, p)
             picks = sorted({locs[len(locs) // 2], locs[len(locs) // 3]})
             self.locations = picks
@@ -793,7 +792,6 @@ def train(
     Raises `ConfigError`, `RunExistsError`, `TrainingDiverged` (NaN/Inf; last good checkpoint kept) or
     `TrainingInterrupted` (SIGINT/SIGTERM; checkpoint written). Launch with torchrun for several GPUs.
     """
-    from ..data.store import PatchStore, StoreError
 
     t_start = time.time()
     info = distributed.setup(device)
@@ -914,7 +912,11 @@ def train(
             it: Iterator[dict[str, Any]] = iter(loader)
             while step < total_steps:
                 batch = next(it)
-                stats = trainer.step(step, batch["image"], batch["top"], batch["left"])
+                real = batch["image"]
+                if "mask" in batch:  # raw store values: decode on the training device
+                    real = raw_to_network(real.to(info.device, non_blocking=True),
+                                          batch["mask"].to(info.device, non_blocking=True))
+                stats = trainer.step(step, real, batch["top"], batch["left"])
                 for k, v in stats.items():
                     acc[k] = acc[k] + v if k in acc else v.clone()
                     counts[k] = counts.get(k, 0) + 1
