@@ -24,7 +24,14 @@ from gantlitz.networks import build
 def _machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        name = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo", encoding="utf-8")
+            if line.startswith("model name")
+        )
+    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def measure(preset: str, batch: int, device: str, precision: str, iters: int, warmup: int) -> dict:

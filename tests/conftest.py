@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_SIZE = (256, 256)
 TINY_SUBJECTS = 3
@@ -47,3 +48,12 @@ def lps_dir() -> Path | None:
         return find_scan_dir()
     except FileNotFoundError:
         return None
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models run faster on one thread, and a busy 2-core machine is not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import gantlitz
-from gantlitz import checkpoint, maps, presets
+from gantlitz import checkpoint, maps
 from gantlitz.cli import main
 from gantlitz.config import to_dict
 from gantlitz.generate import (
@@ -26,49 +25,16 @@ from gantlitz.generate import (
 )
 from gantlitz.imageio import read_image
 from gantlitz.networks import build
+from helpers import SMALL_CANVAS, SMALL_PRESET, SMALL_SCALE, ellipse_mask, randomise, save_generator
 
-CANVAS = (64, 96)  # 2 x 3 patches, not square so height/width mix-ups show
-SCALE = 4.0
-# The tiny preset shrunk once more (32-pixel patches, 4 levels) so that every test runs in about a second.
-PRESET = dataclasses.replace(
-    presets.get("tiny"),
-    model=dataclasses.replace(
-        presets.get("tiny").model, canvas_height=CANVAS[0], canvas_width=CANVAS[1], patch_size=32, z_dim=32,
-        w_dim=32, embed_dim=32, pe_channels=32, channel_base=512, channel_max=32,
-    ),
-)
-
-
-def _randomise(G: torch.nn.Module, seed: int = 1) -> None:
-    """Random values for the zero-initialised parameters, scaled so that outputs mostly stay in [-1, 1]."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in G.parameters():
-            if not p.abs().max() > 0:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for level in G.levels:
-            level.torgb.conv.weight.mul_(0.15)
-            level.torgb.conv.bias.zero_()
-
-
-def _mask() -> torch.Tensor:
-    yy, xx = np.mgrid[: CANVAS[0], : CANVAS[1]]
-    ellipse = ((yy - 32) / 25.0) ** 2 + ((xx - 48) / 35.0) ** 2 < 1.0
-    return torch.from_numpy(ellipse.astype(np.uint8))
+CANVAS, SCALE, PRESET = SMALL_CANVAS, SMALL_SCALE, SMALL_PRESET
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    preset = PRESET
-    G, _ = build(preset, seed=3, mask=_mask())
-    _randomise(G)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    checkpoint.save(path, checkpoint.prefixed(G.state_dict(), "G_ema"), meta={
-        "preset": to_dict(preset),
-        "dataset": {"canvas": list(CANVAS), "displacement_scale": SCALE, "normal_convention": "opengl"},
-        "step": 0,
-    })
-    return path
+    G, _ = build(PRESET, seed=3, mask=ellipse_mask())
+    randomise(G, scale=0.1, rgb_gain=0.15)
+    return save_generator(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G)
 
 
 @pytest.fixture(scope="module")

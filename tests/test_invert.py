@@ -13,9 +13,8 @@ import torch
 from click.testing import CliRunner
 
 import gantlitz
-from gantlitz import checkpoint, presets
+from gantlitz import checkpoint
 from gantlitz.cli import main
-from gantlitz.config import to_dict
 from gantlitz.imageio import read_image, write_image
 from gantlitz.invert import (
     InversionConfig,
@@ -32,16 +31,10 @@ from gantlitz.invert import (
     synthesize_maps,
 )
 from gantlitz.networks import build
+from helpers import SMALL_CANVAS, SMALL_PRESET, SMALL_SCALE, ellipse_mask, randomise, save_generator
 
-CANVAS = (64, 96)  # 2 x 3 patches of 32 pixels; not square so height/width mix-ups show
-SCALE = 4.0
-PRESET = dataclasses.replace(
-    presets.get("tiny"),
-    model=dataclasses.replace(
-        presets.get("tiny").model, canvas_height=CANVAS[0], canvas_width=CANVAS[1], patch_size=32, z_dim=32,
-        w_dim=32, embed_dim=32, pe_channels=32, channel_base=512, channel_max=32,
-    ),
-)
+CANVAS, SCALE, PRESET = SMALL_CANVAS, SMALL_SCALE, SMALL_PRESET
+
 # Measured on this generator (CPU, fp32): inverting from the average w gives about 28.6 dB after 100 + 60
 # steps, against 16.4 dB for the average-w texture itself; super-resolution ×4 reaches about 28.3 dB at
 # the target's resolution after 60 + 40 steps. The thresholds leave a margin for other BLAS builds.
@@ -50,47 +43,17 @@ MIN_GAIN_OVER_AVERAGE = 8.0
 MIN_SUPERRES_PSNR = 25.0
 
 
-def _randomise(G: torch.nn.Module, seed: int = 1) -> None:
-    """Random values for the zero-initialised parameters, scaled so that outputs mostly stay in [-1, 1]."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in G.parameters():
-            if not p.abs().max() > 0:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for level in G.levels:
-            level.torgb.conv.weight.mul_(0.15)
-            level.torgb.conv.bias.zero_()
-        # A trained generator tracks the average w; set it as training would have.
-        z = torch.randn(4000, G.cfg.z_dim, generator=torch.Generator().manual_seed(9))
-        G.mapper.w_avg.copy_(G.mapper(z).mean(0))
-
-
-def _mask() -> torch.Tensor:
-    yy, xx = np.mgrid[: CANVAS[0], : CANVAS[1]]
-    ellipse = ((yy - 32) / 25.0) ** 2 + ((xx - 48) / 35.0) ** 2 < 1.0
-    return torch.from_numpy(ellipse.astype(np.uint8))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two BLAS threads on a busy 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    G, _ = build(PRESET, seed=3, mask=_mask())
-    _randomise(G)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    checkpoint.save(path, checkpoint.prefixed(G.state_dict(), "G_ema"), meta={
-        "preset": to_dict(PRESET),
-        "dataset": {"canvas": list(CANVAS), "displacement_scale": SCALE, "normal_convention": "opengl"},
-        "step": 0,
-    })
-    return path
+    G, _ = build(PRESET, seed=3, mask=ellipse_mask())
+    randomise(G, scale=0.1, rgb_gain=0.15)
+    with torch.no_grad():  # a trained generator tracks the average w; set it as training would have
+        z = torch.randn(4000, G.cfg.z_dim, generator=torch.Generator().manual_seed(9))
+        G.mapper.w_avg.copy_(G.mapper(z).mean(0))
+    return save_generator(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G)
 
 
 @pytest.fixture(scope="module")

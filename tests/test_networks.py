@@ -14,21 +14,13 @@ from gantlitz.cli.info import preset_summary
 from gantlitz.config import ModelConfig
 from gantlitz.networks import build, count_parameters
 from gantlitz.noise import ExplicitNoise
+from helpers import randomise
 
 # The paper's 512-pixel, 6144x4096 geometry with few channels, so a 2x2 block runs in seconds on a CPU.
 PAPER_GEOMETRY_SMALL = dataclasses.replace(
     presets.get("gantlitz-l").model, z_dim=16, w_dim=16, embed_dim=8, pe_channels=16, channel_base=2048,
     channel_max=8, d_channel_base=2048, d_channel_max=8,
 )
-
-
-def _randomise(module: torch.nn.Module, seed: int = 1) -> None:
-    """Random values also for the parameters that start at zero (modality affines, noise strengths, biases)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.abs().max() > 0:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 def _stitched(G, ws, modality, top, left, k, noise_seed=0, noise=None):
@@ -44,7 +36,7 @@ def _stitched(G, ws, modality, top, left, k, noise_seed=0, noise=None):
 @pytest.mark.parametrize("modality", ["albedo", "displacement"])
 def test_region_equals_stitched_patches(config: ModelConfig, modality: str) -> None:
     G, _ = build(config, seed=3)
-    _randomise(G)
+    randomise(G)
     G.eval()
     p = config.patch_size
     ws = G.mapping(torch.randn(2, config.z_dim, generator=torch.Generator().manual_seed(0)))
@@ -60,7 +52,7 @@ def test_region_equals_stitched_patches(config: ModelConfig, modality: str) -> N
 def test_region_equals_stitched_patches_with_explicit_noise() -> None:
     cfg = presets.get("tiny").model
     G, _ = build(cfg, seed=5)
-    _randomise(G, seed=2)
+    randomise(G, seed=2)
     p = cfg.patch_size
     noise = ExplicitNoise(G.noise_layouts(), init_seed=None)
     with torch.no_grad():
@@ -78,7 +70,7 @@ def test_region_equals_stitched_patches_with_explicit_noise() -> None:
 def test_explicit_noise_initialised_from_seed_matches_hashed_noise() -> None:
     cfg = presets.get("tiny").model
     G, _ = build(cfg, seed=5)
-    _randomise(G, seed=4)
+    randomise(G, seed=4)
     ws = G.mapping(torch.randn(1, cfg.z_dim, generator=torch.Generator().manual_seed(2)))
     with torch.no_grad():
         explicit = G.synthesize(ws, "albedo", 0, 64, 128, 128, noise=ExplicitNoise(G.noise_layouts(), init_seed=7))
@@ -89,7 +81,7 @@ def test_explicit_noise_initialised_from_seed_matches_hashed_noise() -> None:
 def test_noise_is_a_function_of_seed_and_position() -> None:
     cfg = presets.get("tiny").model
     G, _ = build(cfg, seed=0)
-    _randomise(G, seed=3)
+    randomise(G, seed=3)
     ws = G.mapping(torch.randn(1, cfg.z_dim, generator=torch.Generator().manual_seed(2)))
     with torch.no_grad():
         a = G.synthesize(ws, "albedo", 0, 0, 64, 64, noise_seed=1)
@@ -132,7 +124,7 @@ def test_receptive_field_of_one_output_pixel_is_local() -> None:
     """A pixel's value depends only on positional encodings within the Table 1 receptive field."""
     cfg = presets.get("tiny").model
     G, _ = build(cfg, seed=0)
-    _randomise(G, seed=9)
+    randomise(G, seed=9)
     ws = G.mapping(torch.randn(1, cfg.z_dim))
     p = cfg.patch_size
     with torch.no_grad():
@@ -169,7 +161,7 @@ def test_modality_conditioning_changes_output_and_masking_zeroes_invisible() -> 
     mask = torch.zeros(h, w, dtype=torch.uint8)
     mask[: h // 2, : w // 2 + 10] = 1
     G, _ = build(cfg, seed=0, mask=mask)
-    _randomise(G, seed=6)
+    randomise(G, seed=6)
     ws = G.mapping(torch.randn(1, cfg.z_dim))
     with torch.no_grad():
         spec = G.synthesize(ws, "specular", 0, 0, h, w, noise_seed=1)
@@ -185,7 +177,7 @@ def test_modality_conditioning_changes_output_and_masking_zeroes_invisible() -> 
 def test_multimodal_forward_and_modality_dropout() -> None:
     cfg = presets.get("tiny").model
     G, D = build(cfg, seed=0)
-    _randomise(G, seed=8)
+    randomise(G, seed=8)
     ws = G.mapping(torch.randn(2, cfg.z_dim))
     tops, lefts = torch.tensor([0, 64]), torch.tensor([32, 96])
     keep = torch.tensor([[True, False, True], [True, True, False]])
@@ -228,7 +220,7 @@ def test_unaligned_region_is_rejected() -> None:
 def test_cuda_matches_cpu() -> None:
     cfg = presets.get("tiny").model
     G, _ = build(cfg, seed=1)
-    _randomise(G)
+    randomise(G)
     ws = G.mapping(torch.randn(1, cfg.z_dim))
     with torch.no_grad():
         cpu = G.synthesize(ws, "albedo", 0, 0, 128, 128, noise_seed=4)
