@@ -25,13 +25,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import MODALITIES, MODALITY_CHANNELS
 from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
+from .resample import area_downsample, resize
 
 __all__ = [
     "REAL",
@@ -189,26 +189,6 @@ def whole_shape(canvas: tuple[int, int], whole_size: int) -> tuple[int, int, int
         if g % f == 0 and max(height, width) // f <= whole_size:
             return height // f, width // f, f
     return height // g, width // g, g
-
-
-def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Block mean of an H×W×C image by an integer factor (float32)."""
-    img = np.asarray(image, dtype=np.float32)
-    if factor == 1:
-        return img
-    h, w, c = img.shape
-    if h % factor or w % factor:
-        raise ValueError(f"{w}x{h} is not divisible by {factor}")
-    blocks = img.reshape(h // factor, factor, w // factor, factor, c)
-    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Anti-aliased bilinear resize of an H×W×C image (used when a model's canvas differs from the data's)."""
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    shrink = t.shape[-2] > height or t.shape[-1] > width
-    t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
-    return t[0].permute(1, 2, 0).numpy()
 
 
 def checkpoint_labels(checkpoints: Sequence[str | os.PathLike], labels: Sequence[str] | None = None) -> list[str]:
@@ -449,7 +429,7 @@ def evaluate(
             albedo = np.asarray(model.sample(s, modalities=("albedo",), truncation=truncation)["albedo"], np.float32)
             if albedo.shape[:2] != model_canvas:
                 raise ValueError(f"{name}: sample of shape {albedo.shape} does not cover the canvas {model_canvas}")
-            whole_set[j] = area_downsample(albedo, factor) if same_canvas else _resize(albedo, wh, ww)
+            whole_set[j] = area_downsample(albedo, factor) if same_canvas else resize(albedo, wh, ww)
             if same_canvas:
                 patches["albedo"][j] = albedo[top : top + patch, left : left + patch]
                 rest = model.sample(s, modalities=("specular", "displacement"), truncation=truncation,

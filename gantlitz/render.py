@@ -33,6 +33,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .resample import fit
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -127,9 +129,9 @@ class Maps:
             return self
         return replace(
             self,
-            albedo=_downsample(self.albedo, max_size),
-            specular=None if self.specular is None else _downsample(self.specular, max_size),
-            normal=None if self.normal is None else _renormalise(_downsample(self.normal, max_size)),
+            albedo=fit(self.albedo, max_size),
+            specular=None if self.specular is None else fit(self.specular, max_size),
+            normal=None if self.normal is None else _renormalise(fit(self.normal, max_size)),
         )
 
 
@@ -150,20 +152,6 @@ def _channels(array: np.ndarray, channels: int, what: str) -> np.ndarray:
     if c == 1 and what == "albedo":
         return np.ascontiguousarray(np.repeat(a, 3, axis=2))
     raise MapsError(f"{what} map needs {channels} channels, got {c}")
-
-
-def _downsample(a: np.ndarray, max_size: int) -> np.ndarray:
-    h, w = a.shape[:2]
-    if max(h, w) <= max_size:
-        return a
-    import torch
-    import torch.nn.functional as F
-
-    scale = max_size / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
-    out = F.interpolate(t, size=size, mode="area")
-    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
 
 
 def _renormalise(normal: np.ndarray) -> np.ndarray:
@@ -245,7 +233,7 @@ def load_maps(
             a = read_image(paths[key])
         except ImageError as e:
             raise MapsError(str(e)) from e
-        return _downsample(np.clip(a, 0.0, None), max_size) if max_size else a
+        return fit(np.clip(a, 0.0, None), max_size) if max_size else a
 
     maps = Maps(
         albedo=np.clip(read("albedo"), 0.0, 1.0),

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__, imageio, maps
 from ..config import MODALITY_CHANNELS
+from ..resample import resize
 from .store import STORE_FORMAT, STORE_VERSION
 
 __all__ = [
@@ -191,20 +192,6 @@ def _preview_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def _area_resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Box-filter resize of an H x W x C float image (fractional factors allowed)."""
-    from PIL import Image
-
-    if img.shape[:2] == (height, width):
-        return img.astype(np.float32)
-    chans = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32), mode="F")
-                   .resize((width, height), Image.Resampling.BOX))
-        for c in range(img.shape[2])
-    ]
-    return np.stack(chans, axis=-1)
-
-
 def _quantise(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
@@ -338,7 +325,7 @@ def prepare(
             full[inv] = 0.5
             q = _quantise(full)
             tex[i] = q
-            prev[i] = _quantise(_area_resize(full, ph, pw))
+            prev[i] = _quantise(resize(full, ph, pw))
             del full, q, h, disp
         tex.flush()
         prev.flush()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DATA_CHANNELS, MODALITY_CHANNELS
+from ..resample import resize
 
 __all__ = ["StoreError", "PatchStore", "to_network", "STORE_FORMAT", "STORE_VERSION"]
 
@@ -188,7 +189,7 @@ class PatchStore:
 
     def mask_at(self, height: int, width: int) -> np.ndarray:
         """The mask resized to height x width (area average, threshold 0.5), uint8."""
-        m = _resize(self._mask_f[None], height, width)[0]
+        m = resize(self._mask_f[:, :, None], height, width)[:, :, 0]
         return (m > 0.5).astype(np.uint8)
 
     def read_whole(self, subject: int, height: int, width: int, flip: bool = False) -> np.ndarray:
@@ -197,17 +198,5 @@ class PatchStore:
         prev = to_network(np.asarray(self.previews[subject])).transpose(2, 0, 1)
         if flip:
             prev = prev[:, :, ::-1]
-        x = _resize(np.ascontiguousarray(prev), height, width)
+        x = resize(prev.transpose(1, 2, 0), height, width).transpose(2, 0, 1)
         return np.ascontiguousarray(x * self.mask_at(height, width)[None].astype(np.float32))
-
-
-def _resize(chw: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Anti-aliased bilinear resize of a C x H x W float32 array."""
-    import torch
-    import torch.nn.functional as F
-
-    if chw.shape[1:] == (height, width):
-        return chw.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
-    out = F.interpolate(t, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
-    return out[0].numpy()

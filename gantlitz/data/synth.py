@@ -23,6 +23,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from .. import imageio, maps
+from ..resample import resize
 
 __all__ = [
     "ATTRIBUTION",
@@ -81,22 +82,6 @@ def find_scan_dir() -> Path:
     )
 
 
-def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Area down-sampling for integer factors, else linear interpolation (H x W x C)."""
-    h, w = img.shape[:2]
-    if (h, w) == (height, width):
-        return img.astype(np.float32)
-    if h % height == 0 and w % width == 0:
-        fy, fx = h // height, w // width
-        return img.reshape(height, fy, width, fx, -1).mean(axis=(1, 3)).astype(np.float32)
-    zoom = (height / h, width / w, 1)
-    if height < h or width < w:  # pre-blur against aliasing
-        sig = (max(h / height / 2 - 0.5, 0), max(w / width / 2 - 0.5, 0), 0)
-        img = ndimage.gaussian_filter(img.astype(np.float32), sig, mode="nearest")
-    out = ndimage.zoom(img.astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True)
-    return out[:height, :width].astype(np.float32)
-
-
 def _scan_mask(albedo: np.ndarray, specular: np.ndarray) -> np.ndarray:
     """The scan's UV islands: pixels whose albedo and specular differ from the constant border fill."""
     return maps.derive_mask([albedo, specular], background="border", tol=6.0 / 255.0)
@@ -107,12 +92,12 @@ def build_head_assets(scan_dir: str | os.PathLike, out_dir: str | os.PathLike, s
     scan_dir, out_dir = Path(scan_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     full = {k: imageio.read_image(scan_dir / f) for k, f in SCAN_FILES.items()}
-    small = {k: _resize(v, size, size) for k, v in full.items()}
+    small = {k: resize(v, size, size) for k, v in full.items()}
     small["specular"] = small["specular"][:, :, :1]
     small["displacement"] = small["displacement"][:, :, :1]
     n = maps.decode_normals(small["normal"])
     small["normal"] = maps.encode_normals(n)
-    mask = _resize(_scan_mask(full["albedo"], full["specular"][:, :, :1])[:, :, None].astype(np.float32), size, size)
+    mask = resize(_scan_mask(full["albedo"], full["specular"][:, :, :1])[:, :, None].astype(np.float32), size, size)
     small["mask"] = (mask > 0.5).astype(np.float32)
     for key, name in HEAD_FILES.items():
         bits = 16 if key == "displacement" else 8
@@ -158,12 +143,12 @@ def load_head(height: int, width: int, head_dir: str | os.PathLike | None = None
         )
     ref = PACKAGED_SIZE
     raw = {k: imageio.read_image(src / files[k]) for k in ("albedo", "specular", "displacement")}
-    raw = {k: _resize(v, ref, ref) for k, v in raw.items()}
+    raw = {k: resize(v, ref, ref) for k, v in raw.items()}
     albedo = raw["albedo"][:, :, :3]
     spec = raw["specular"][:, :, :1]
     disp = raw["displacement"][:, :, :1]
     if "mask" in files and (src / files["mask"]).is_file():
-        mask = _resize(imageio.read_image(src / files["mask"])[:, :, :1], ref, ref)[:, :, 0] > 0.5
+        mask = resize(imageio.read_image(src / files["mask"])[:, :, :1], ref, ref)[:, :, 0] > 0.5
     else:
         mask = _scan_mask(albedo, spec).astype(bool)
     m = mask.astype(np.float32)
@@ -206,7 +191,7 @@ def load_head(height: int, width: int, head_dir: str | os.PathLike | None = None
         redness=redness[:, :, None], shading=shading[:, :, None], oiliness=oil[:, :, None],
         relief=relief[:, :, None], scalp=scalp[:, :, None],
     )
-    out = {k: _resize(v, height, width) for k, v in fields.items()}
+    out = {k: resize(v, height, width) for k, v in fields.items()}
     out["relief"] = out["relief"] * (min(height, width) / ref)  # heights scale with the canvas
     mask_out = (out.pop("mask")[:, :, 0] > 0.5).astype(np.uint8)
     squeeze = {k: (v[:, :, 0] if k not in ("albedo", "specular", "displacement") else v) for k, v in out.items()}

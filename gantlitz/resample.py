@@ -1,0 +1,45 @@
+"""Image resampling shared by every module: one anti-aliased resize and one exact block mean.
+
+Arrays are H×W×C float32 (the library's image convention). Shrinking averages the covered input pixels
+(area / box filter), so previews, masks and metrics never alias; enlarging interpolates bilinearly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H×W×C → height×width×C float32: area average when shrinking, bilinear when enlarging."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.shape[:2] == (height, width):
+        return img.copy()
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+    if height <= img.shape[0] and width <= img.shape[1]:
+        t = F.interpolate(t, size=(int(height), int(width)), mode="area")
+    else:
+        t = F.interpolate(t, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
+    return np.ascontiguousarray(t[0].permute(1, 2, 0).numpy())
+
+
+def fit(image: np.ndarray, max_size: int) -> np.ndarray:
+    """Shrink so the long side is at most `max_size` (aspect kept); smaller images are returned as they are."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_size:
+        return image
+    scale = max_size / max(h, w)
+    return resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Exact block mean of an H×W×C image by an integer factor (float32, accumulated in float64)."""
+    img = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return img
+    h, w, c = img.shape
+    if h % factor or w % factor:
+        raise ValueError(f"{w}x{h} is not divisible by {factor}")
+    blocks = img.reshape(h // factor, factor, w // factor, factor, c)
+    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
