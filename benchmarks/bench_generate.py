@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -28,28 +26,18 @@ import time
 
 import numpy as np
 import torch
+from machine import describe, short_name
 
 from gantlitz import presets
 from gantlitz.config import to_dict
-from gantlitz.generate import OUTPUT_MAPS, TextureModel, iter_tiles, precision_context, tile_layout
+from gantlitz.generate import (
+    OUTPUT_MAPS,
+    TextureModel,
+    iter_tiles,
+    precision_context,
+    tile_layout,
+)
 from gantlitz.networks import build
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        text = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; " + text
-    return text
 
 
 def make_model(preset_name: str, device: torch.device, precision: str, ppp: int | None, compile_: bool) -> TextureModel:
@@ -129,7 +117,7 @@ def main() -> None:
     preset = args.preset or ("gantlitz-l" if cuda else "tiny")
     precisions = (args.precisions or ("fp32,tf32,bf16" if cuda else "fp32")).split(",")
     command = shlex.join(["python", *sys.argv])
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe(device)}")
     rows = []
     for precision in precisions:
         model = make_model(preset, device, precision, args.patches_per_pass, args.compile)
@@ -163,7 +151,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for precision, region, syn, sample_s, e2e_s, used in rows:
         label = f"{region[3]}x{region[2]}"
-        print(f"| {today} | {machine(device).split(',')[0]} | {preset} | {label} | {used} | {syn['evals']} | "
+        print(f"| {today} | {short_name(device)} | {preset} | {label} | {used} | {syn['evals']} | "
               f"{syn['seconds']:.3f} | {syn['evals_per_s']:.1f} | {syn['peak_gb']:.2f} | {sample_s:.2f} | {e2e_s:.2f} "
               f"| `{command}` |")
 

@@ -12,26 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import platform
 import sys
 import time
 
 import torch
+from machine import short_name
 
 from gantlitz.networks import build
-
-
-def _machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        name = next(
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo", encoding="utf-8")
-            if line.startswith("model name")
-        )
-    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def measure(preset: str, batch: int, device: str, precision: str, iters: int, warmup: int) -> dict:
@@ -97,7 +84,7 @@ def main() -> None:
             continue  # TF32 is a CUDA tensor-core mode; on a CPU it equals fp32
         r = measure(args.preset, args.batch, args.device, precision, args.iters, args.warmup)
         print(
-            f"| {today} | {_machine(args.device)} | {args.preset} | {precision} | {args.batch} | "
+            f"| {today} | {short_name(args.device)} | {args.preset} | {precision} | {args.batch} | "
             f"{r['ms_per_forward']:.1f} | {r['patch_evals_per_s']:.1f} | {r['peak_mem_gb']:.2f} | `{command}` |"
         )
 

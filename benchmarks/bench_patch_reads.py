@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 from gantlitz.config import MODALITY_CHANNELS
 from gantlitz.data.sampling import GroupedBatchSampler, patch_loader, training_locations
@@ -105,24 +105,6 @@ def bench_loader(store_path: Path, n: int, patch: int, seed: int, workers: int, 
     return count / (time.perf_counter() - t0)
 
 
-def machine_info() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import torch
-
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, torch {torch.__version__}, {platform.system()} {platform.release()}; "
-            f"load average at start {load}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, default=Path("/tmp/gantlitz-bench-store"))
@@ -146,7 +128,7 @@ def main() -> None:
         print(f"created {args.store} in {time.perf_counter() - t0:.1f} s")
     store = PatchStore(args.store)
     size_gb = (args.store / "textures.npy").stat().st_size / 1e9
-    info = machine_info()
+    info = describe("cpu")
     print(info)
     rows = []
     try:

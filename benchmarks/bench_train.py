@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import shlex
 import sys
 import time
 
 import torch
+from machine import short_name
 
 from gantlitz import presets
 from gantlitz.data.sampling import training_locations
 from gantlitz.train.loop import Trainer, parse_overrides, resolve_preset
 from gantlitz.train.monitor import memory_gb
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    import os
-
-    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch {torch.__version__})"
 
 
 def bench(preset_name: str, batch: int | None, precision: str, device: torch.device, steps: int | None, warmup: int,
@@ -114,7 +106,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for precision in precisions:
         r = bench(args.preset, args.batch, precision.strip(), device, args.steps, args.warmup, args.compile, args.sets)
-        print(f"| {datetime.date.today()} | {machine(device)} | {args.preset} | {r['batch']} | {precision} | "
+        print(f"| {datetime.date.today()} | {short_name(device)} | {args.preset} | {r['batch']} | {precision} | "
               f"{'yes' if args.compile else 'no'} | {r['ms_per_step']:.0f} | {r['modality_patches_per_s']:.2f} | "
               f"{r['samples_per_s']:.2f} | {r['peak_gb']:.2f} | `{command}` |", flush=True)
 
