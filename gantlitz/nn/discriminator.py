@@ -67,7 +67,7 @@ class Discriminator(nn.Module):
             )
         pos = disc_input(self.cfg.disc_pos, tops.to(images.device), lefts.to(images.device), size, self.canvas,
                          self.cfg.disc_pos_periods)
-        x = images if pos is None else torch.cat([images, pos.to(images.dtype)], dim=1)
+        x = images if pos is None else torch.cat([images, (pos * self.cfg.disc_pos_scale).to(images.dtype)], dim=1)
         x = self.from_rgb(x)
         for block in self.blocks:
             x = block(x)
