@@ -73,6 +73,13 @@ def pe_map_size(canvas_h: int, canvas_w: int, patch: int) -> tuple[int, int]:
     return h0 + 2 * PE_MARGIN, w0 + 2 * PE_MARGIN
 
 
+def level_window(start, size, patch: int, level: int, margin: int):
+    """Global start and length, at `level`, of the samples that cover canvas pixels [start, start + size)
+    plus `margin` per side. Works on ints and on integer tensors (one window per sample)."""
+    step = 1 << (num_levels(patch) - 1 - level)
+    return start // step - margin, size // step + 2 * margin
+
+
 @dataclass(frozen=True)
 class Region:
     """A pixel-aligned canvas region in pixels of the final level (top/left may lie outside the canvas)."""
@@ -90,23 +97,9 @@ class Region:
                 raise ValueError(f"region {name}={value} must be a multiple of {unit} for patch size {patch}")
         if self.height <= 0 or self.width <= 0:
             raise ValueError(f"region must be non-empty, got {self.height}x{self.width}")
-        return Region(
-            self.top // unit - PE_MARGIN,
-            self.left // unit - PE_MARGIN,
-            self.height // unit + 2 * PE_MARGIN,
-            self.width // unit + 2 * PE_MARGIN,
-        )
-
-    def at_level(self, level: int, patch: int, margin: int) -> "Region":
-        """This region's samples at `level` with `margin` extra pixels per side (global level coordinates)."""
-        shift = num_levels(patch) - 1 - level
-        unit = 1 << shift
-        return Region(
-            self.top // unit - margin,
-            self.left // unit - margin,
-            self.height // unit + 2 * margin,
-            self.width // unit + 2 * margin,
-        )
+        top, height = level_window(self.top, self.height, patch, 0, PE_MARGIN)
+        left, width = level_window(self.left, self.width, patch, 0, PE_MARGIN)
+        return Region(top, left, height, width)
 
 
 def patch_grid(canvas_h: int, canvas_w: int, patch: int, stride: int | None = None) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import MODALITIES, MODALITY_CHANNELS, ModelConfig
 from ..encodings import generator_input, generator_periods
-from ..geometry import CONV_MARGINS, OUT_MARGIN, PE_MARGIN, canvas_level0, level0_unit
+from ..geometry import CONV_MARGINS, OUT_MARGIN, PE_MARGIN, canvas_level0, level0_unit, level_window
 from ..noise import HashNoise, NoiseLayout, NoiseSource
 from .layers import StyleLayer, ToRGB, upsample2
 from .mapping import MappingNetwork
@@ -106,21 +106,20 @@ class Generator(nn.Module):
                 f"regions must be aligned to {unit}-pixel multiples for patch size {self.patch_size} "
                 f"(got {height}x{width} at tops {tops.tolist()}, lefts {lefts.tolist()})"
             )
-        x = generator_input(
-            tops // unit - PE_MARGIN, lefts // unit - PE_MARGIN,
-            height // unit + 2 * PE_MARGIN, width // unit + 2 * PE_MARGIN, self.pe_periods,
-        ).to(ws.dtype)
+        p = self.patch_size
+        (pe_tops, pe_h), (pe_lefts, pe_w) = (
+            level_window(tops, height, p, 0, PE_MARGIN), level_window(lefts, width, p, 0, PE_MARGIN)
+        )
+        x = generator_input(pe_tops, pe_lefts, pe_h, pe_w, self.pe_periods).to(ws.dtype)
         embed = None if self.embeddings is None else self.embeddings[modality].to(ws.dtype)
         rgb = None
         for lvl, level in enumerate(self.levels):
-            step = 1 << (self.num_levels - 1 - lvl)
             if lvl:
                 x = upsample2(x)
             for j, (conv, margin) in enumerate(zip((level.conv0, level.conv1), CONV_MARGINS)):
-                n = noise.sample(
-                    2 * lvl + j, tops // step - margin, lefts // step - margin,
-                    height // step + 2 * margin, width // step + 2 * margin,
-                )
+                n_tops, n_h = level_window(tops, height, p, lvl, margin)
+                n_lefts, n_w = level_window(lefts, width, p, lvl, margin)
+                n = noise.sample(2 * lvl + j, n_tops, n_lefts, n_h, n_w)
                 x = conv(x, ws[:, 2 * lvl + j], embed, n)
             y = level.torgb(x, ws[:, 2 * lvl + 2], embed)
             rgb = y if rgb is None else upsample2(rgb)[:, :, 2:-2, 2:-2] + y
