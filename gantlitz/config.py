@@ -118,6 +118,24 @@ class TrainConfig:
 
     batch: int = 4
     """Samples per step per process; each sample is generated once per modality."""
+    noise_std: float = 0.1
+    """Additive noise: σ = |N(0, noise_std)| per sample (ADA's default)."""
+    cutout_size: float = 0.5
+    """Side of the cutout square, as a fraction of the patch."""
+    rotate_max: float = 1.0
+    """Rotation angle ~ U(−π·rotate_max, π·rotate_max): 1 is the full circle."""
+    scale_std: float = 0.2
+    """Isotropic scale 2^N(0, scale_std)."""
+    translate_max: float = 0.125
+    """Translation ~ U(−translate_max, translate_max) of the patch per axis."""
+    sigma_min: float = 0.5
+    """Narrowest mid-band Gaussian width in pixels."""
+    sigma_max: float | None = None
+    """Widest mid-band Gaussian width in pixels; None = patch / 8 (the 3σ support fits the FFT padding)."""
+    ratio_min: float = 1.5
+    """Smallest width ratio σ2/σ1 of the difference of Gaussians."""
+    ratio_max: float = 4.0
+    """Largest width ratio σ2/σ1 (capped at sigma_max / sigma_min)."""
     group_size: int = 2
     """Consecutive samples drawn from the same patch location; D's minibatch-stddev groups are these."""
     lr: float = 0.003

@@ -57,3 +57,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def compile_backend() -> str:
+    """The torch.compile backend of the `compile` tests: aot_eager by default (Dynamo's full-graph capture
+    plus AOTAutograd tracing, no C++ toolchain, seconds on a CPU); GANTLITZ_COMPILE_BACKEND=inductor also
+    generates code. Skips where Dynamo is unavailable (unsupported Python, Windows builds)."""
+    import os
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile (Dynamo) is not supported on this Python/platform")
+    torch._dynamo.reset()
+    return os.environ.get("GANTLITZ_COMPILE_BACKEND", "aot_eager")

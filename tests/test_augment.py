@@ -290,3 +290,85 @@ def test_cuda_matches_cpu_sampling():
     torch.testing.assert_close(gpu.detach().cpu(), cpu, atol=1e-4, rtol=1e-4)
     gpu.square().sum().backward()
     assert torch.isfinite(xc.grad).all()
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_bf16_fakes_and_fp32_reals_get_identical_augmentations(autocast):
+    """Equal content in bf16 (G's output under autocast) and fp32 (the reals) must be warped, filtered and
+    corrupted identically: any difference would let D tell fakes from reals by dtype alone."""
+    size = 64
+    real = _images(b=8, size=size, seed=4).bfloat16().float()  # representable in bf16: equal content
+    fake = real.bfloat16()
+    aug = Augment(ONLY["all"], size)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out_real = aug(real, 1.0, torch.Generator().manual_seed(9))
+        out_fake = aug(fake, 1.0, torch.Generator().manual_seed(9))
+    assert out_real.dtype == torch.float32 and out_fake.dtype == torch.bfloat16
+    assert not torch.equal(out_real, real)
+    assert torch.equal(out_fake, out_real.bfloat16())  # the only difference: bf16 rounding of the result
+
+
+def test_geometry_is_float32_under_bf16():
+    """A warp of bf16 images equals the float32 warp rounded once, sub-pixel sample positions included."""
+    size = 512
+    x = _images(b=2, size=size, seed=1).bfloat16()
+    theta = affine_matrices(torch.tensor([0.3, -1.1]), torch.tensor([0.2, -0.1]), torch.tensor([[0.01, 0.03], [-0.02, 0.0]]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        warped = affine_warp(x, theta)
+    assert warped.dtype == torch.bfloat16
+    assert torch.equal(warped, affine_warp(x.float(), theta).bfloat16())
+
+
+def test_strengths_come_from_the_config():
+    x = _images(b=4)
+    weak = Augment(dataclasses.replace(ONLY["noise"], noise_std=0.01), P)(x, 1.0, torch.Generator().manual_seed(0))
+    strong = Augment(dataclasses.replace(ONLY["noise"], noise_std=1.0), P)(x, 1.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close((strong - x), (weak - x) * 100, atol=1e-4, rtol=1e-4)
+    big = Augment(dataclasses.replace(ONLY["cutout"], cutout_size=1.0), P)(x, 1.0, torch.Generator().manual_seed(0))
+    small = Augment(ONLY["cutout"], P)(x, 1.0, torch.Generator().manual_seed(0))
+    assert (big == 0).sum() > (small == 0).sum()
+    assert Augment(AugmentConfig(sigma_max=2.0), P).sigma_max == 2.0
+    assert Augment(AugmentConfig(), P).sigma_max == P / 8
+    with pytest.raises(ValueError, match="mid-band"):
+        Augment(AugmentConfig(ratio_min=0.5), P)
+
+
+def test_p_may_be_a_tensor_and_gives_the_float_result():
+    x = _images()
+    aug = Augment(ONLY["all"], P)
+    by_float = aug(x, 0.4, torch.Generator().manual_seed(2))
+    by_tensor = aug(x, torch.tensor(0.4, dtype=torch.float64), torch.Generator().manual_seed(2))
+    assert torch.equal(by_float, by_tensor)
+
+
+def test_adaptive_p_stays_on_its_device_between_reads():
+    ada = AdaptiveP(target=0.6, interval=2, kimg=0.01)
+    held = ada.p_tensor
+    ada.update(torch.ones(4))
+    ada.update(torch.ones(4))
+    assert held is ada.p_tensor and held.item() == pytest.approx(0.8)  # updated in place, 8 images / 10
+    assert ada.r_t == 1.0
+
+
+@pytest.mark.compile
+def test_apply_compiles_to_one_graph(compile_backend):
+    aug = Augment(ONLY["all"], P)
+    x = _images()
+    draw = aug.draw(x, torch.Generator().manual_seed(3))
+    p = torch.tensor(0.5, dtype=torch.float64)
+    compiled = torch.compile(aug.apply, fullgraph=True, backend=compile_backend)
+    torch.testing.assert_close(compiled(x, draw, p), aug.apply(x, draw, p))
+
+
+def test_strengths_are_overridable_and_old_configs_load():
+    from gantlitz.config import preset_from_dict, to_dict
+    from gantlitz.train.loop import resolve_preset
+
+    preset = resolve_preset("tiny", ["train.augment.noise_std=0.05", "train.augment.sigma_max=3"])
+    assert preset.train.augment.noise_std == 0.05 and preset.train.augment.sigma_max == 3.0
+    saved = to_dict(preset)
+    for key in ("noise_std", "cutout_size", "rotate_max", "scale_std", "translate_max", "sigma_min", "sigma_max",
+                "ratio_min", "ratio_max"):
+        assert key in saved["train"]["augment"]
+        del saved["train"]["augment"][key]  # a config.json written before these fields existed
+    assert preset_from_dict(saved).train.augment == AugmentConfig(ada_kimg=preset.train.augment.ada_kimg)

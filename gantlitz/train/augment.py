@@ -10,8 +10,9 @@ Pipeline (order follows ADA: geometry → filter → corruption), per sample:
 1. **Geometry** (adaptive p, each of rotation / scale / translation an independent Bernoulli(p)):
    rotation by an angle ~ U(-π·rotate_max, π·rotate_max), isotropic scale 2^N(0, scale_std) (log-normal),
    translation ~ U(-translate_max, translate_max) of the patch per axis. The three are composed into ONE
-   affine matrix and applied with a single bilinear `F.grid_sample` with reflection padding, only to the
-   samples where at least one geometric transform fired (the others are passed through bit-exactly).
+   affine matrix and applied with a single bilinear `F.grid_sample` with reflection padding, always in
+   float32 (a bf16 grid would misplace bf16 fakes against fp32 reals); samples where no geometric
+   transform fired are passed through bit-exactly.
    kornia's `RandomAffine` is not used: it draws one Bernoulli for the whole warp, whereas ADA draws one
    per component.
 2. **Mid-band filter** (constant probability `midband_p` = 0.85; the adaptive p with `adaptive_freq`):
@@ -31,6 +32,11 @@ Pipeline (order follows ADA: geometry → filter → corruption), per sample:
    patch, centred uniformly in the patch (so it may be clipped by the border), is zeroed.
 
 No colour transforms (paper §4.2: they leak). `enabled=False` (NO-AUG) makes `Augment` the identity.
+Every strength above is a field of `AugmentConfig` (`--set train.augment.noise_std=0.05`).
+
+**No host synchronisation.** Every transform is computed for the whole batch and selected per sample
+with `torch.where`; p may be a 0-d device tensor (`AdaptiveP.p_tensor`). `Augment.apply` is pure tensor
+code (`torch.compile(..., fullgraph=True)` traces it); only `Augment.draw` touches the generator.
 
 **Modality dropout** (GANtlitz-S) is not part of `Augment.forward`, because on fakes it happens inside
 the generator: `keep = sample_modality_keep(B, gen)` gives (B, 3) bool with exactly two True per row
@@ -44,22 +50,22 @@ needs to be differentiable once, for the generator loss through the fake augment
 
 **Determinism.** All randomness comes from one `torch.Generator`: the one passed to `forward`, or the
 module's own CPU generator (`Augment(..., seed=s)`, `get_rng_state` / `set_rng_state` for checkpoints).
-Per-sample parameters are drawn on the generator's device and moved to the images' device; the noise
-field is drawn on the images' device from a fresh generator seeded by one integer drawn from the main
-generator. A call consumes the same amount of the main generator whatever p is, so a resumed run (same
-generator state, same p) reproduces the same augmentations, on CPU and CUDA alike.
+Parameters and the noise field are drawn on the generator's device (the trainer passes one on the
+images' device) and moved to the images' device. A call consumes the same amount of the generator
+whatever p is, so a resumed run (same generator state, same p) reproduces the same augmentations.
 
 **Adaptive p.** `AdaptiveP` accumulates sign(D(real)) and every `ada_interval` steps sets
 r_t = E[sign(D(real))] and p ← clamp(p + sign(r_t − target) · N / (ada_kimg · 1000), 0, 1), with N the
 number of real images seen in the interval across all processes (= global batch · interval). Under
 DistributedDataParallel pass `reduce=` a function that sums a tensor across ranks in place (e.g.
-`lambda t: torch.distributed.all_reduce(t)`), so every rank gets the same p.
+`lambda t: torch.distributed.all_reduce(t)`), so every rank gets the same p. Statistics and p stay on
+the device; reading `AdaptiveP.p` as a float (logs, checkpoints) is the only synchronisation.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +75,7 @@ from gantlitz.config import MODALITIES, MODALITY_CHANNELS, AugmentConfig
 
 __all__ = [
     "Augment",
+    "AugmentDraw",
     "AdaptiveP",
     "sample_modality_keep",
     "drop_modalities",
@@ -107,9 +114,20 @@ def affine_matrices(
 
 def affine_warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """One bilinear resampling of `images` (B, C, H, W) with output→input matrices `theta` (B, 2, 3),
-    reflection padding, align_corners=False."""
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    reflection padding, align_corners=False; computed in float32 (or float64) whatever the images' dtype
+    or autocast, returned in the images' dtype."""
+    dt = _compute_dtype(images)
+    with torch.autocast(images.device.type, enabled=False):
+        x = images.to(dt)
+        grid = F.affine_grid(theta.to(dt), list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.to(images.dtype)
+
+
+def _compute_dtype(images: torch.Tensor) -> torch.dtype:
+    """float64 for float64 input (gradient checks), else float32: a bf16 sampling grid misplaces samples by
+    up to 1.4 px on a 512 patch, which would let D tell bf16 fakes from fp32 reals."""
+    return torch.float64 if images.dtype == torch.float64 else torch.float32
 
 
 def _dog_response(sigma1: torch.Tensor, sigma2: torch.Tensor, h: int, w: int, device, dtype) -> torch.Tensor:
@@ -183,54 +201,39 @@ def drop_modalities(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 # The augmentation module
 
 
-def _log_uniform(u: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
-    lo_t = torch.as_tensor(lo, dtype=u.dtype, device=u.device)
-    hi_t = torch.as_tensor(hi, dtype=u.dtype, device=u.device)
-    return torch.exp(torch.log(lo_t) + u * (torch.log(hi_t) - torch.log(lo_t)))
+class AugmentDraw(NamedTuple):
+    """One call's random numbers: a (B, 13) uniform, a (B, 2) normal and the noise field (or None).
+
+    Drawn by `Augment.draw` (the only part that touches a `torch.Generator`, which `torch.compile` can
+    not trace) and consumed by `Augment.apply` (pure tensor code, compilable with fullgraph=True)."""
+
+    uniform: torch.Tensor
+    normal: torch.Tensor
+    noise: torch.Tensor | None
 
 
 class Augment(nn.Module):
     """Discriminator augmentation of (B, 5, P, P) network-space patches; see the module docstring.
 
-    `forward(images, p, generator=None)`: `p` is the adaptive probability (ADA transforms, and the
-    mid-band filter with `adaptive_freq`); the mid-band filter otherwise fires with `cfg.midband_p`.
-    The strengths default to ADA's (noise 0.1, cutout 0.5, full-circle rotation, scale std 0.2 in log2,
-    translation 0.125 of the patch) and the DoG widths to 0.5 px … P/8 with σ2/σ1 in [1.5, 4].
+    `forward(images, p, generator=None)` = `apply(images, draw(images, generator), p)`: `p` (a float or
+    a 0-d tensor on the images' device, so the adaptive p never has to visit the host) is the adaptive
+    probability (ADA transforms, and the mid-band filter with `adaptive_freq`); the mid-band filter
+    otherwise fires with `cfg.midband_p`. Strengths and mid-band widths come from the `AugmentConfig`.
     """
 
-    def __init__(
-        self,
-        cfg: AugmentConfig | None = None,
-        patch_size: int = 512,
-        *,
-        seed: int = 0,
-        noise_std: float = 0.1,
-        cutout_size: float = 0.5,
-        rotate_max: float = 1.0,
-        scale_std: float = 0.2,
-        translate_max: float = 0.125,
-        sigma_min: float = 0.5,
-        sigma_max: float | None = None,
-        ratio_min: float = 1.5,
-        ratio_max: float = 4.0,
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig | None = None, patch_size: int = 512, *, seed: int = 0) -> None:
         super().__init__()
-        self.cfg = cfg if cfg is not None else AugmentConfig()
+        self.cfg = cfg = cfg if cfg is not None else AugmentConfig()
         self.patch_size = int(patch_size)
-        self.noise_std = float(noise_std)
-        self.cutout_size = float(cutout_size)
-        self.rotate_max = float(rotate_max)
-        self.scale_std = float(scale_std)
-        self.translate_max = float(translate_max)
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max if sigma_max is not None else self.patch_size / 8)
-        self.ratio_min = float(ratio_min)
+        self.sigma_min = float(cfg.sigma_min)
+        self.sigma_max = float(cfg.sigma_max if cfg.sigma_max is not None else self.patch_size / 8)
+        self.ratio_min = float(cfg.ratio_min)
         # the widest ratio must still leave room for sigma1 >= sigma_min
-        self.ratio_max = float(min(ratio_max, self.sigma_max / self.sigma_min))
+        self.ratio_max = float(min(cfg.ratio_max, self.sigma_max / self.sigma_min)) if self.sigma_min > 0 else 0.0
         if not (0 < self.sigma_min and 1 < self.ratio_min <= self.ratio_max):
             raise ValueError(
                 f"mid-band widths need 0 < sigma_min and 1 < ratio_min <= min(ratio_max, sigma_max/sigma_min); "
-                f"got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, ratio=[{self.ratio_min}, {ratio_max}]"
+                f"got sigma_min={cfg.sigma_min}, sigma_max={self.sigma_max}, ratio=[{cfg.ratio_min}, {cfg.ratio_max}]"
             )
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -245,72 +248,79 @@ class Augment(nn.Module):
     def set_rng_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state)
 
-    def midband_probability(self, p: float) -> float:
-        return float(p) if self.cfg.adaptive_freq else float(self.cfg.midband_p)
-
     def extra_repr(self) -> str:
         return f"enabled={self.cfg.enabled}, patch_size={self.patch_size}, midband_p={self.cfg.midband_p}, " \
                f"adaptive_freq={self.cfg.adaptive_freq}"
 
     # -- forward -------------------------------------------------------------------------------------
 
-    def forward(self, images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw(self, images: torch.Tensor, generator: torch.Generator | None = None) -> AugmentDraw:
+        """The random numbers of one call, drawn on the generator's device and moved to the images'.
+
+        The consumption of the generator depends only on the batch shape and the configuration, never on
+        p, so a resumed run (same generator state, same p) reproduces the same augmentations. A generator
+        on the images' device avoids any host involvement."""
+        gen = generator if generator is not None else self.generator
+        b = images.shape[0]
+        dev, dt = images.device, _compute_dtype(images)
+        uniform = torch.rand(b, 13, generator=gen, device=gen.device, dtype=torch.float64)
+        normal = torch.randn(b, 2, generator=gen, device=gen.device, dtype=torch.float64)
+        noise = None
+        if self.cfg.noise:
+            noise = torch.randn(images.shape, generator=gen, device=gen.device, dtype=dt).to(dev)
+        return AugmentDraw(uniform.to(device=dev, dtype=dt), normal.to(device=dev, dtype=dt), noise)
+
+    def apply(self, images: torch.Tensor, draw: AugmentDraw, p: float | torch.Tensor) -> torch.Tensor:
+        """The augmentation given its random numbers: every transform is computed for the whole batch and
+        selected per sample with `torch.where` (no data-dependent shapes or branches, hence no host
+        synchronisation). Computed in float32 (float64 for float64 input) whatever the images' dtype and
+        any autocast, so bf16 fakes and fp32 reals of equal content get identical warps."""
         cfg = self.cfg
-        if not cfg.enabled:
+        b, _, h, w = images.shape
+        u, n = draw.uniform, draw.normal
+        p = p.clamp(0.0, 1.0) if isinstance(p, torch.Tensor) else min(max(float(p), 0.0), 1.0)
+        p_mid = p if cfg.adaptive_freq else min(max(float(cfg.midband_p), 0.0), 1.0)
+        never = torch.zeros(b, dtype=torch.bool, device=images.device)
+
+        def fires(col: int, prob: float | torch.Tensor, flag: bool = True) -> torch.Tensor:
+            return u[:, col] < prob if flag else never
+
+        def select(mask: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask[:, None, None, None], changed, x)
+
+        with torch.autocast(images.device.type, enabled=False):
+            x = images.to(_compute_dtype(images))
+            # 1. geometry, composed into one resampling
+            if cfg.rotate or cfg.scale or cfg.translate:
+                do_rot, do_scale, do_xlate = fires(0, p, cfg.rotate), fires(1, p, cfg.scale), fires(2, p, cfg.translate)
+                angle = (u[:, 3] * 2 - 1) * (math.pi * cfg.rotate_max) * do_rot
+                log2_scale = n[:, 0] * cfg.scale_std * do_scale
+                translate = (u[:, 4:6] * 2 - 1) * cfg.translate_max * do_xlate[:, None]
+                theta = affine_matrices(angle, log2_scale, translate)
+                x = select(do_rot | do_scale | do_xlate, affine_warp(x, theta), x)
+            # 2. mid-band filter (difference of Gaussians); both widths log-uniform in [sigma_min, sigma_max]
+            if cfg.midband_p > 0 or cfg.adaptive_freq:
+                log_rmin, log_smin = math.log(self.ratio_min), math.log(self.sigma_min)
+                ratio = torch.exp(log_rmin + u[:, 7] * (math.log(self.ratio_max) - log_rmin))
+                sigma1 = torch.exp(log_smin + u[:, 8] * (torch.log(self.sigma_max / ratio) - log_smin))
+                x = select(fires(6, p_mid), midband_filter(x, sigma1, sigma1 * ratio), x)
+            # 3. additive Gaussian noise
+            if draw.noise is not None:
+                std = n[:, 1].abs() * cfg.noise_std
+                x = select(fires(9, p), x + draw.noise * std[:, None, None, None], x)
+            # 4. cutout
+            if cfg.cutout:
+                keep = cutout_masks(u[:, 11:13], cfg.cutout_size, h, w, x.device, x.dtype)
+                x = select(fires(10, p), x * keep, x)
+        return x.to(images.dtype)
+
+    def forward(self, images: torch.Tensor, p: float | torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.cfg.enabled:
             return images
         if images.ndim != 4:
             raise ValueError(f"expected (B, C, H, W), got {tuple(images.shape)}")
-        gen = generator if generator is not None else self.generator
-        p = float(min(max(p, 0.0), 1.0))
-        p_mid = float(min(max(self.midband_probability(p), 0.0), 1.0))
-        b, _, h, w = images.shape
-        dev = images.device
-        pdt = torch.float64 if images.dtype == torch.float64 else torch.float32
-
-        # Fixed consumption of `gen` per call: a (B, 13) uniform and a (B, 2) normal draw, and one seed.
-        u = torch.rand(b, 13, generator=gen, device=gen.device, dtype=torch.float64).to(device=dev, dtype=pdt)
-        n = torch.randn(b, 2, generator=gen, device=gen.device, dtype=torch.float64).to(device=dev, dtype=pdt)
-        noise_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
-
-        def fires(col: int, prob: float, flag: bool = True) -> torch.Tensor:
-            return (u[:, col] < prob) if flag else torch.zeros(b, dtype=torch.bool, device=dev)
-
-        x = images
-        # 1. geometry, composed into one resampling
-        do_rot, do_scale, do_xlate = fires(0, p, cfg.rotate), fires(1, p, cfg.scale), fires(2, p, cfg.translate)
-        geo = do_rot | do_scale | do_xlate
-        if bool(geo.any()):
-            angle = (u[:, 3] * 2 - 1) * (math.pi * self.rotate_max) * do_rot
-            log2_scale = n[:, 0] * self.scale_std * do_scale
-            translate = (u[:, 4:6] * 2 - 1) * self.translate_max * do_xlate[:, None]
-            theta = affine_matrices(angle, log2_scale, translate)
-            idx = geo.nonzero().squeeze(1)
-            x = x.index_copy(0, idx, affine_warp(x.index_select(0, idx), theta.index_select(0, idx)))
-
-        # 2. mid-band filter (difference of Gaussians)
-        do_mid = fires(6, p_mid)
-        if bool(do_mid.any()):
-            ratio = _log_uniform(u[:, 7], self.ratio_min, self.ratio_max)
-            sigma1 = _log_uniform(u[:, 8], torch.full_like(ratio, self.sigma_min), self.sigma_max / ratio)
-            sigma2 = sigma1 * ratio
-            idx = do_mid.nonzero().squeeze(1)
-            x = x.index_copy(0, idx, midband_filter(x.index_select(0, idx), sigma1[idx], sigma2[idx]))
-
-        # 3. additive Gaussian noise
-        do_noise = fires(9, p, cfg.noise)
-        if bool(do_noise.any()):
-            std = (n[:, 1].abs() * self.noise_std * do_noise).to(x.dtype)
-            noise_gen = torch.Generator(device=dev).manual_seed(noise_seed)
-            field = torch.randn(x.shape, generator=noise_gen, device=dev, dtype=x.dtype)
-            x = x + field * std[:, None, None, None]
-
-        # 4. cutout
-        do_cut = fires(10, p, cfg.cutout)
-        if bool(do_cut.any()):
-            keep = cutout_masks(u[:, 11:13], self.cutout_size, h, w, dev, x.dtype)
-            keep = torch.where(do_cut[:, None, None, None], keep, torch.ones_like(keep))
-            x = x * keep
-        return x
+        return self.apply(images, self.draw(images, generator), p)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -323,8 +333,10 @@ class AdaptiveP:
     Call `update(d_real_logits)` once per discriminator step with that step's real logits. Every
     `interval` calls, the accumulated sums are reduced (`reduce`, in-place sum across processes; default
     none), r_t is computed and p moves by sign(r_t − target) · N / (kimg · 1000), N = real images in the
-    interval (all processes), then is clamped to [0, 1]. Accumulation stays on the logits' device; the
-    only host sync is at the adjustment. With `frozen=True` (NO-AUG) p never moves.
+    interval (all processes), then is clamped to [0, 1]. Accumulation and adjustment are tensor operations
+    on `device` (float64): the training step never waits for the host. `p_tensor` feeds `Augment`; the
+    float properties `p` and `r_t` read the device (for logs and checkpoints only). With `frozen=True`
+    (NO-AUG) p never moves.
     """
 
     def __init__(
@@ -335,60 +347,69 @@ class AdaptiveP:
         p: float = 0.0,
         reduce: Callable[[torch.Tensor], object] | None = None,
         frozen: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
         if interval < 1 or kimg <= 0:
             raise ValueError(f"interval must be >= 1 and kimg > 0, got {interval}, {kimg}")
         self.target = float(target)
         self.interval = int(interval)
         self.kimg = float(kimg)
-        self.p = float(min(max(p, 0.0), 1.0))
-        self.r_t = 0.0
         self.reduce = reduce
         self.frozen = bool(frozen)
         self.steps = 0  # calls since the last adjustment
         self.adjustments = 0
-        self._acc: torch.Tensor | None = None  # [sum of signs, count] on the logits' device
+        self.device = torch.device(device)
+        self.p_tensor = torch.tensor(min(max(float(p), 0.0), 1.0), dtype=torch.float64, device=self.device)
+        self.r_t_tensor = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._acc = torch.zeros(2, dtype=torch.float64, device=self.device)  # [sum of signs, count]
 
     @classmethod
     def from_config(
-        cls, cfg: AugmentConfig, reduce: Callable[[torch.Tensor], object] | None = None
+        cls, cfg: AugmentConfig, reduce: Callable[[torch.Tensor], object] | None = None,
+        device: torch.device | str = "cpu",
     ) -> "AdaptiveP":
         return cls(cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, cfg.p_init if cfg.enabled else 0.0,
-                   reduce=reduce, frozen=not cfg.enabled)
+                   reduce=reduce, frozen=not cfg.enabled, device=device)
+
+    @property
+    def p(self) -> float:
+        return float(self.p_tensor)
+
+    @property
+    def r_t(self) -> float:
+        return float(self.r_t_tensor)
 
     def update(self, d_real_logits: torch.Tensor) -> bool:
         """Accumulate one step's real logits; returns True when p was adjusted on this call."""
-        logits = d_real_logits.detach().flatten().float()
-        step = torch.stack([torch.sign(logits).sum(), logits.new_tensor(float(logits.numel()))]).double()
-        self._acc = step if self._acc is None else self._acc.to(step.device) + step
+        logits = d_real_logits.detach().flatten().to(device=self.device, dtype=torch.float64)
+        self._acc[0] += torch.sign(logits).sum()
+        self._acc[1] += logits.numel()
         self.steps += 1
         if self.steps < self.interval:
             return False
         acc = self._acc.clone()
         if self.reduce is not None:
             self.reduce(acc)
-        total, count = (float(v) for v in acc.tolist())
-        self._acc = None
+        total, count = acc[0], acc[1]
+        self.r_t_tensor.copy_(total / count)
+        if not self.frozen:  # in place: holders of p_tensor see the new p
+            step = torch.sign(self.r_t_tensor - self.target) * count / (self.kimg * 1000.0)
+            self.p_tensor.copy_((self.p_tensor + step).clamp(0.0, 1.0))
+        self._acc.zero_()
         self.steps = 0
-        if count <= 0:
-            return False
-        self.r_t = total / count
-        if not self.frozen:
-            delta = math.copysign(1.0, self.r_t - self.target) if self.r_t != self.target else 0.0
-            self.p = float(min(max(self.p + delta * count / (self.kimg * 1000.0), 0.0), 1.0))
         self.adjustments += 1
         return True
 
     def state_dict(self) -> dict[str, float]:
         """Plain floats (JSON-safe). Includes the partial accumulation of the current interval (local)."""
-        acc = [0.0, 0.0] if self._acc is None else [float(v) for v in self._acc.tolist()]
+        acc_sum, acc_count = (float(v) for v in self._acc.tolist())
         return {"p": self.p, "r_t": self.r_t, "steps": float(self.steps), "adjustments": float(self.adjustments),
-                "acc_sum": acc[0], "acc_count": acc[1]}
+                "acc_sum": acc_sum, "acc_count": acc_count}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.p = float(min(max(float(state["p"]), 0.0), 1.0))
-        self.r_t = float(state.get("r_t", 0.0))
+        self.p_tensor.fill_(min(max(float(state["p"]), 0.0), 1.0))
+        self.r_t_tensor.fill_(float(state.get("r_t", 0.0)))
         self.steps = int(state.get("steps", 0))
         self.adjustments = int(state.get("adjustments", 0))
-        s, c = float(state.get("acc_sum", 0.0)), float(state.get("acc_count", 0.0))
-        self._acc = torch.tensor([s, c], dtype=torch.float64) if (self.steps or c) else None
+        self._acc = torch.tensor([float(state.get("acc_sum", 0.0)), float(state.get("acc_count", 0.0))],
+                                 dtype=torch.float64, device=self.device)
