@@ -7,6 +7,8 @@ stitched patches equal a single pass over the whole region (SPEC §3–4).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -33,6 +35,46 @@ def modality_index(modality: str | int) -> int:
     if not 0 <= int(modality) < len(MODALITIES):
         raise ValueError(f"modality index {modality} out of range")
     return int(modality)
+
+
+def check_regions(
+    patch: int, height: int, width: int, tops: Sequence[int] | torch.Tensor = (), lefts: Sequence[int] | torch.Tensor = ()
+) -> None:
+    """Raise ValueError unless regions of height × width at (tops, lefts) lie on the level-0 grid.
+
+    Call it where offsets enter, with host values (ints, or CPU tensors: checking device tensors would
+    wait for the device); the synthesis itself does not check offsets."""
+    unit = level0_unit(patch)
+    tops, lefts = _host_ints(tops), _host_ints(lefts)
+    if height <= 0 or width <= 0 or height % unit or width % unit or any(v % unit for v in tops + lefts):
+        raise ValueError(
+            f"regions must be non-empty and aligned to {unit}-pixel multiples for patch size {patch} "
+            f"(got {height}x{width} at tops {tops}, lefts {lefts})"
+        )
+
+
+def _host_ints(values: Sequence[int] | torch.Tensor) -> list[int]:
+    return [int(v) for v in (values.flatten().tolist() if isinstance(values, torch.Tensor) else values)]
+
+
+def _selection(
+    keep: torch.Tensor | None, batch: int, kept: int | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sample, modality) index pairs of the kept modalities, sample-major and in modality order per sample
+    (the order `keep.nonzero()` gives), with a batch size known on the host: B·kept."""
+    count = len(MODALITIES)
+    if keep is None:
+        keep, kept = torch.ones(batch, count, dtype=torch.bool, device=device), count
+    elif kept is None:  # convenience for callers off the hot path: count on the host
+        per_row = keep.sum(dim=1)
+        kept = int(per_row[0]) if batch else 0
+        if not bool((per_row == kept).all()):
+            raise ValueError(f"every sample must keep the same number of modalities, got {per_row.tolist()}")
+    keep = keep.to(device)
+    # kept modalities first, each group in modality order; take the first `kept` per row
+    order = torch.argsort(torch.where(keep, 0, count) + torch.arange(count, device=device), dim=1)[:, :kept]
+    sample = torch.arange(batch, device=device)[:, None].expand(batch, kept).reshape(-1)
+    return sample, order.reshape(-1)
 
 
 class SynthesisLevel(nn.Module):
@@ -99,13 +141,10 @@ class Generator(nn.Module):
         self, ws: torch.Tensor, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor,
         height: int, width: int, noise: NoiseSource,
     ) -> torch.Tensor:
-        """Raw synthesis of regions (height × width at per-sample tops/lefts) → (B, out_channels, h, w)."""
-        unit = level0_unit(self.patch_size)
-        if height % unit or width % unit or bool(((tops % unit) != 0).any() or ((lefts % unit) != 0).any()):
-            raise ValueError(
-                f"regions must be aligned to {unit}-pixel multiples for patch size {self.patch_size} "
-                f"(got {height}x{width} at tops {tops.tolist()}, lefts {lefts.tolist()})"
-            )
+        """Raw synthesis of regions (height × width at per-sample tops/lefts) → (B, out_channels, h, w).
+
+        No checks here: this runs in the training step, where a check of tensor values would wait for the
+        device. Offsets are checked once where they enter (`check_regions`)."""
         p = self.patch_size
         (pe_tops, pe_h), (pe_lefts, pe_w) = (
             level_window(tops, height, p, 0, PE_MARGIN), level_window(lefts, width, p, 0, PE_MARGIN)
@@ -127,33 +166,32 @@ class Generator(nn.Module):
         return rgb[:, :, m:-m, m:-m]
 
     def mask_crops(self, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Mask crops (B, 1, h, w) at the given locations; zero outside the canvas."""
-        out = torch.zeros(tops.shape[0], 1, height, width, device=self.mask.device)
+        """Mask crops (B, 1, h, w) at the given locations; zero outside the canvas. One gather, no host loop."""
         canvas_h, canvas_w = self.canvas
-        for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
-            y0, y1 = max(top, 0), min(top + height, canvas_h)
-            x0, x1 = max(left, 0), min(left + width, canvas_w)
-            if y1 > y0 and x1 > x0:
-                out[i, 0, y0 - top : y1 - top, x0 - left : x1 - left] = self.mask[y0:y1, x0:x1]
-        return out
+        rows = tops.to(self.mask.device)[:, None] + torch.arange(height, device=self.mask.device)
+        cols = lefts.to(self.mask.device)[:, None] + torch.arange(width, device=self.mask.device)
+        inside = ((rows >= 0) & (rows < canvas_h))[:, :, None] & ((cols >= 0) & (cols < canvas_w))[:, None, :]
+        crop = self.mask[rows.clamp(0, canvas_h - 1)[:, :, None], cols.clamp(0, canvas_w - 1)[:, None, :]]
+        return (crop.float() * inside)[:, None]
 
     def forward(
         self, ws: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, noise_seeds: torch.Tensor | None = None,
         *, height: int | None = None, width: int | None = None, noise: NoiseSource | None = None,
-        keep: torch.Tensor | None = None, apply_mask: bool = True,
+        keep: torch.Tensor | None = None, kept: int | None = None, apply_mask: bool = True,
     ) -> torch.Tensor:
         """Multi-modal regions at per-sample locations → (B, 5, h, w) in network space.
 
         With dual styles the generator runs once per kept modality (batched into one pass) and the
         specular/displacement outputs are averaged to one channel. `keep` (B, 3) bool drops modalities
-        (modality dropout): dropped channels are zero and cost nothing.
+        (modality dropout): dropped channels are zero and cost nothing. Every row of `keep` must keep the
+        same number of modalities; pass that number as `kept` so the batch shape is known without reading
+        `keep` on the host (a device synchronisation). Offsets must be aligned (`check_regions`).
         """
         height = self.patch_size if height is None else height
         width = height if width is None else width
+        check_regions(self.patch_size, height, width)
         b = ws.shape[0]
         tops, lefts = tops.to(ws.device).long(), lefts.to(ws.device).long()
-        if keep is None:
-            keep = torch.ones(b, len(MODALITIES), dtype=torch.bool, device=ws.device)
         if noise is None:
             if noise_seeds is None:
                 raise ValueError("give noise_seeds or an explicit noise source")
@@ -161,19 +199,16 @@ class Generator(nn.Module):
         if self.embeddings is None:
             src = noise if noise is not None else HashNoise(noise_seeds)
             out = self._run(ws, None, tops, lefts, height, width, src)
-            chan = torch.cat([keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], 1)
-            out = out * chan[:, :, None, None].to(out.dtype)
+            if keep is not None:
+                chan = torch.cat([keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], 1)
+                out = out * chan[:, :, None, None].to(out.dtype)
         else:
-            sample, mod = keep.nonzero(as_tuple=True)
+            sample, mod = _selection(keep, b, kept, ws.device)
             src = noise if noise is not None else HashNoise(noise_seeds[sample])
             raw = self._run(ws[sample], mod, tops[sample], lefts[sample], height, width, src)
-            parts = []
-            for i, name in enumerate(MODALITIES):
-                sel = mod == i
-                vals = raw[sel] if MODALITY_CHANNELS[name] == 3 else raw[sel].mean(dim=1, keepdim=True)
-                full = raw.new_zeros(b, MODALITY_CHANNELS[name], height, width)
-                parts.append(full.index_put((sample[sel],), vals))
-            out = torch.cat(parts, dim=1)
+            full = raw.new_zeros(b, len(MODALITIES), *raw.shape[1:]).index_put((sample, mod), raw)
+            out = torch.cat([full[:, i] if MODALITY_CHANNELS[name] == 3 else full[:, i].mean(dim=1, keepdim=True)
+                             for i, name in enumerate(MODALITIES)], dim=1)
         if apply_mask:
             out = out * self.mask_crops(tops, lefts, height, width).to(out.dtype)
         return out
@@ -187,6 +222,7 @@ class Generator(nn.Module):
         C is 3 for albedo and 1 for specular / displacement; values in network space [-1, 1], masked.
         """
         idx = modality_index(modality)
+        check_regions(self.patch_size, height, width, [top], [left])
         b = ws.shape[0]
         keep = torch.zeros(b, len(MODALITIES), dtype=torch.bool, device=ws.device)
         keep[:, idx] = True
@@ -195,6 +231,6 @@ class Generator(nn.Module):
         seeds = torch.as_tensor(noise_seed, dtype=torch.long, device=ws.device).expand(b)
         out = self.forward(
             ws, tops, lefts, None if noise is not None else seeds, height=height, width=width, noise=noise,
-            keep=keep, apply_mask=apply_mask,
+            keep=keep, kept=1, apply_mask=apply_mask,
         )
         return out[:, CHANNEL_SLICES[MODALITIES[idx]]]
