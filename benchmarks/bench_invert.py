@@ -136,9 +136,9 @@ def main() -> None:
         row["normal_deg"] = _angle(displacement_to_normals(maps["displacement"], s_train, conv), n_truth, mask)
         row["normal_deg_mean_map"] = _angle(
             displacement_to_normals(mean_map["displacement"], s_train, conv), n_truth, mask)
-        from gantlitz.generate import _save_png
+        from gantlitz.outputs import save_image
 
-        _save_png(contact_image(maps, "albedo", truth["albedo"], 1, mask=mask, title=f"{name} completion"),
+        save_image(contact_image(maps, "albedo", truth["albedo"], 1, mask=mask, title=f"{name} completion"),
                   args.out / f"{name}_completion.png", overwrite=True)
 
         low = _area(truth["albedo"], f)
@@ -155,7 +155,7 @@ def main() -> None:
         row["sr_hf_bicubic"] = _hf_energy(up, f, inner)
         row["sr_hf_truth"] = _hf_energy(truth["albedo"], f, inner)
         sr_maps = complete(sr, model)
-        _save_png(contact_image(sr_maps, "albedo", low, f, mask=mask, title=f"{name} super-resolution x{f}"),
+        save_image(contact_image(sr_maps, "albedo", low, f, mask=mask, title=f"{name} super-resolution x{f}"),
                   args.out / f"{name}_superres.png", overwrite=True)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import preset_from_dict
+from .errors import GantlitzError
 from .networks import build
 from .nn.generator import Generator
 
@@ -29,7 +30,7 @@ CHECKPOINT_GLOB = "step-*.safetensors"
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GantlitzError, ValueError):
     """A checkpoint or model file that is missing, unreadable or not a gantlitz file."""
 
 
@@ -115,21 +116,49 @@ def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
+def _preset_of(meta: dict[str, Any]) -> Any:
+    """The preset recorded in `meta`, or a `CheckpointError` saying what is wrong with it."""
+    if not isinstance(meta.get("preset"), dict):
+        raise CheckpointError(f"{meta['path']}: metadata has no preset (not a complete gantlitz checkpoint)")
+    try:
+        return preset_from_dict(meta["preset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta['path']}: the recorded preset is invalid ({exc})") from None
+
+
+def _check_shapes(preset: Any, state: dict[str, torch.Tensor], path: str) -> None:
+    """Compare the weights with the generator the metadata describes, built without memory (meta device),
+    so a preset that disagrees with the tensors (or asks for absurd sizes) fails before any allocation."""
+    try:
+        with torch.device("meta"):
+            shell, _ = build(preset)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the recorded preset {preset.name!r} does not build ({exc})") from None
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
+            ", ".join(f"{k} is {tuple(state[k].shape)}, the preset says {expected[k]}" for k in wrong[:3]),
+        ) if part)
+        raise CheckpointError(f"{path}: generator weights do not match the recorded preset {preset.name!r} ({detail})")
+
+
 def load_generator(
     path: str | Path, device: str | torch.device = "cpu", *, which: str = "G_ema"
 ) -> tuple[Generator, dict[str, Any]]:
-    """Rebuild the generator of a checkpoint or model file (EMA weights by default) in eval mode."""
+    """Rebuild the generator of a checkpoint or model file (EMA weights by default) in eval mode.
+
+    The metadata is checked against the tensors' shapes before the generator is allocated.
+    """
     tensors, meta = load(path, device="cpu")
-    preset = preset_from_dict(meta["preset"])
+    preset = _preset_of(meta)
     state = subset(tensors, which) or subset(tensors, "G")
     if not state:
         raise CheckpointError(f"{meta['path']}: no generator weights ({which}. or G.) in this file")
-    mask = state.get("mask")
-    generator, _ = build(preset, mask=mask)
-    missing, unexpected = generator.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{meta['path']}: generator weights do not match the preset {preset.name!r} "
-            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
-        )
+    _check_shapes(preset, state, meta["path"])
+    generator, _ = build(preset, mask=state.get("mask"))
+    generator.load_state_dict(state, strict=True)
     return generator.to(device).eval().requires_grad_(False), meta

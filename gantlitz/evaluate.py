@@ -31,6 +31,7 @@ from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
+from .outputs import atomic_path, write_json
 from .resample import area_downsample, resize
 
 __all__ = [
@@ -307,20 +308,16 @@ def _jsonable(result: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json(path, data, overwrite=True)
 
 
 def _write_csv(path: Path, result: Mapping[str, Any], sources: Mapping[str, str | None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["set", "checkpoint", "split", "kid"])
         for name, entry in result["sets"].items():
             for i, value in enumerate(entry["values"]):
                 writer.writerow([name, sources.get(name) or "", i, repr(float(value))])
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------

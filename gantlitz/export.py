@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import atomic_path
 from .render import Maps, Mesh, RenderError, load_mesh
 
 __all__ = ["ExportError", "export_gltf", "validate_glb", "SPECULAR_EXTENSION"]
@@ -166,15 +167,9 @@ def export_gltf(
         extensionsUsed=[SPECULAR_EXTENSION],
     )
     gltf.set_binary_blob(bytes(blob))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.glb")
-    try:
+    with atomic_path(out, overwrite=overwrite) as tmp:
         gltf.save_binary(str(tmp))
         validate_glb(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

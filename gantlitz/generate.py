@@ -12,21 +12,15 @@ while its file is written); normals are derived from the displacement in row ban
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
 import re
-import shlex
-import sys
-import tempfile
 import time
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,8 +29,13 @@ import torch
 from . import maps as maps_mod
 from .checkpoint import CheckpointError, load_generator
 from .config import MODALITIES, MODALITY_CHANNELS
+from .errors import UsageError
+from .device import PRECISIONS, precision_context, resolve_device, resolve_precision
 from .geometry import level0_unit
 from .nn.generator import CHANNEL_SLICES, Generator
+from .resample import network_to_unit
+from .outputs import FORMATS, OUTPUT_MAPS, output_paths, refuse_existing, save_image, write_map
+from .sheets import contact_sheet, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +46,18 @@ __all__ = [
     "TextureModel",
     "load",
     "parse_seeds",
+    "check_seed",
+    "SEED_MAX",
     "synthesize_texture",
     "iter_tiles",
     "tile_layout",
     "normals_from_displacement",
     "extrapolate_fill",
     "interpolate_ws",
-    "contact_sheet",
-    "seeds_sheet",
-    "frames_sheet",
-    "vary_noise_sheet",
     "output_paths",
-    "existing",
 ]
 
-OUTPUT_MAPS: tuple[str, ...] = ("albedo", "specular", "displacement", "normal")
-"""Files written per seed, in contact-sheet order."""
 MAP_CHANNELS: dict[str, int] = {**MODALITY_CHANNELS, "normal": 3}
-
-FORMATS: dict[str, str] = {"exr": ".exr", "png16": ".png", "tiff": ".tif"}
-"""Output formats → file suffix. EXR: half float (displacement float32); PNG: 16-bit; TIFF: 16-bit
-(displacement float32)."""
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
 
 DEFAULT_NORMAL_CONVENTION = "opengl"
 DEFAULT_SCALE_PER_PIXEL = 1.0 / 256.0
@@ -78,6 +67,17 @@ Region = tuple[int, int, int, int]
 
 
 # ================================================================================================ helpers
+SEED_MAX = 2**32 - 1
+"""Largest seed: latents come from a 32-bit-seeded generator, so larger seeds would repeat smaller ones."""
+
+
+def check_seed(seed: int) -> int:
+    """`seed` if it lies in 0 .. SEED_MAX, else a `UsageError` saying the range."""
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise UsageError(f"seed {seed} out of range (0 .. 2^32-1 = {SEED_MAX}: larger seeds would repeat smaller ones)")
+    return int(seed)
+
+
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     """`"0-7"`, `"1,5,9"`, `"0-3,8"` (or ints) → a list of distinct non-negative seeds, in order."""
     if isinstance(text, int):
@@ -86,101 +86,32 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
         items = []
         parts = [p.strip() for p in text.split(",")]
         if not text.strip() or any(not p for p in parts):
-            raise ValueError(f"invalid seed list {text!r}: use e.g. 0-7, 1,5,9 or 0-3,8")
+            raise UsageError(f"invalid seed list {text!r}: use e.g. 0-7, 1,5,9 or 0-3,8")
         for part in parts:
             match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
             if not match:
-                raise ValueError(f"invalid seed {part!r} in {text!r}: seeds are non-negative integers or ranges a-b")
+                raise UsageError(f"invalid seed {part!r} in {text!r}: seeds are non-negative integers or ranges a-b")
             if match.group(3) is not None:
                 items.append(int(match.group(3)))
             else:
                 a, b = int(match.group(1)), int(match.group(2))
                 if b < a:
-                    raise ValueError(f"invalid seed range {part!r}: the end is below the start")
+                    raise UsageError(f"invalid seed range {part!r}: the end is below the start")
                 if b - a >= 1_000_000:
-                    raise ValueError(f"seed range {part!r} is too long")
+                    raise UsageError(f"seed range {part!r} is too long")
                 items.extend(range(a, b + 1))
     else:
         items = [int(s) for s in text]
     seen: set[int] = set()
     out = []
     for s in items:
-        if s < 0 or s >= 2**63:
-            raise ValueError(f"seed {s} out of range (0 .. 2^63-1)")
+        check_seed(s)
         if s not in seen:
             seen.add(s)
             out.append(s)
     if not out:
-        raise ValueError("no seeds given")
+        raise UsageError("no seeds given")
     return out
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`auto`/None → CUDA when available, else CPU; anything else as given (validated)."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` → tf32 on CUDA, fp32 elsewhere; tf32 on CPU is fp32 (there is no TF32 there)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "tf32" if device.type == "cuda" else "fp32"
-    if precision == "tf32" and device.type != "cuda":
-        return "fp32"
-    return precision
-
-
-def _get_tf32() -> tuple[Any, ...]:
-    try:
-        return ("legacy", torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    except RuntimeError:  # the process already uses the fp32_precision API (PyTorch >= 2.9)
-        return ("new", torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-
-
-def _set_tf32(state: tuple[Any, ...]) -> None:
-    kind, matmul, conv = state
-    if kind == "legacy":
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = conv
-    else:
-        torch.backends.cuda.matmul.fp32_precision = matmul
-        torch.backends.cudnn.conv.fp32_precision = conv
-
-
-@contextlib.contextmanager
-def precision_context(device: torch.device, precision: str) -> Iterator[None]:
-    """TF32 switches (restored afterwards) and bf16 autocast for the synthesis passes.
-
-    fp32 turns TF32 off for convolutions and matmuls (cuDNN allows it by default); tf32 and bf16 turn
-    it on (bf16 autocasts the convolutions, TF32 covers what stays in float32).
-    """
-    saved = None
-    if device.type == "cuda":
-        saved = _get_tf32()
-        allow = precision in ("tf32", "bf16")
-        if saved[0] == "legacy":
-            _set_tf32(("legacy", allow, allow))
-        else:
-            mode = "tf32" if allow else "ieee"
-            _set_tf32(("new", mode, mode))
-    try:
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-    finally:
-        if saved is not None:
-            _set_tf32(saved)
 
 
 def _check_region(region: Sequence[int] | None, canvas: tuple[int, int], unit: int) -> Region:
@@ -189,13 +120,13 @@ def _check_region(region: Sequence[int] | None, canvas: tuple[int, int], unit: i
     try:
         top, left, height, width = (int(v) for v in region)
     except (TypeError, ValueError):
-        raise ValueError(f"region must be (top, left, height, width), got {region!r}") from None
+        raise UsageError(f"region must be (top, left, height, width), got {region!r}") from None
     if height <= 0 or width <= 0:
-        raise ValueError(f"region {region!r} is empty")
+        raise UsageError(f"region {region!r} is empty")
     if top < 0 or left < 0 or top + height > canvas[0] or left + width > canvas[1]:
-        raise ValueError(f"region {region!r} (top, left, height, width) lies outside the canvas {canvas}")
+        raise UsageError(f"region {region!r} (top, left, height, width) lies outside the canvas {canvas}")
     if any(v % unit for v in (top, left, height, width)):
-        raise ValueError(f"region {region!r} must be aligned to multiples of {unit} pixels")
+        raise UsageError(f"region {region!r} must be aligned to multiples of {unit} pixels")
     return top, left, height, width
 
 
@@ -205,11 +136,11 @@ def _modality_list(modalities: str | Sequence[str]) -> list[str]:
     out = []
     for m in modalities:
         if m not in MAP_CHANNELS:
-            raise ValueError(f"unknown modality {m!r}; choose from {', '.join(OUTPUT_MAPS)}")
+            raise UsageError(f"unknown modality {m!r}; choose from {', '.join(OUTPUT_MAPS)}")
         if m not in out:
             out.append(m)
     if not out:
-        raise ValueError("no modality requested")
+        raise UsageError("no modality requested")
     return out
 
 
@@ -235,7 +166,7 @@ def tile_layout(region: Region, patch: int, patches_per_pass: int | None = None)
     rows, cols = math.ceil(height / patch), math.ceil(width / patch)
     n = cols if patches_per_pass is None else int(patches_per_pass)
     if n < 1:
-        raise ValueError(f"patches_per_pass must be >= 1, got {patches_per_pass}")
+        raise UsageError(f"patches_per_pass must be >= 1, got {patches_per_pass}")
     c = min(n, cols)
     r = max(1, min(n // c, rows)) if n >= cols else 1
     tiles = []
@@ -271,7 +202,7 @@ def iter_tiles(
     region_t = _check_region(region, gen.canvas, level0_unit(gen.patch_size))
     mods = [m for m in modalities if m in MODALITIES]
     if not mods:
-        raise ValueError(f"nothing to synthesize for modalities {list(modalities)}")
+        raise UsageError(f"nothing to synthesize for modalities {list(modalities)}")
     b = ws.shape[0]
     keep, channels = _keep_and_channels(gen, mods, b)
     keep = keep.to(ws.device)
@@ -301,7 +232,7 @@ def synthesize_texture(
     replaces the hashed noise of `noise_seed`.
     """
     if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
     top, left, height, width = _check_region(region, G.canvas, level0_unit(G.patch_size))
     out = ws.new_zeros(ws.shape[0], MODALITY_CHANNELS[modality], height, width, dtype=torch.float32)
     for tile, x in iter_tiles(G, ws, [modality], noise_seed, region=(top, left, height, width),
@@ -365,7 +296,7 @@ def extrapolate_fill(
     height, width = img.shape[:2]
     m = np.asarray(mask) > 0
     if m.shape != (height, width):
-        raise ValueError(f"mask {m.shape} does not match the image {img.shape[:2]}")
+        raise UsageError(f"mask {m.shape} does not match the image {img.shape[:2]}")
     if m.all():
         return img[:, :, 0].copy() if squeeze else img.copy()
     long = max(height, width)
@@ -454,7 +385,9 @@ class TextureModel:
 
     def ws_for_seed(self, seed: int, truncation: float = 1.0) -> torch.Tensor:
         """Latents ws (1, num_ws, w_dim) of a seed: z ~ N(0, I) from a CPU generator (device-independent)."""
-        z = torch.randn(1, self.G.cfg.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        if not math.isfinite(truncation):
+            raise UsageError(f"truncation {truncation} is not a finite number")
+        z = torch.randn(1, self.G.cfg.z_dim, generator=torch.Generator().manual_seed(check_seed(seed)))
         with torch.no_grad():
             return self.G.mapping(z.to(self.device), truncation_psi=float(truncation))
 
@@ -479,22 +412,51 @@ class TextureModel:
         region: Sequence[int] | None = None, extrapolate: bool = False, noise: Any = None,
         progress: bool = False,
     ) -> dict[str, np.ndarray]:
-        """`sample` for given latents ws (1, num_ws, w_dim) (interpolation, inversion results)."""
+        """`sample` for given latents ws (1, num_ws, w_dim) (interpolation, inversion results).
+
+        `noise` (an `ExplicitNoise`) replaces the hashed noise of `noise_seed`: the public synthesis entry
+        point of inversion.
+        """
         mods = _modality_list(modalities)
-        top, left, height, width = _check_region(region, self.canvas, self.unit)
-        if extrapolate and (height, width) != self.canvas:
-            raise ValueError("extrapolate needs the full canvas (its low-frequency blur spans the whole map)")
+        region_t = _check_region(region, self.canvas, self.unit)
+        if extrapolate and region_t[2:] != self.canvas:
+            raise UsageError("extrapolate needs the full canvas (its low-frequency blur spans the whole map)")
         if ws.ndim != 3 or ws.shape[0] != 1:
-            raise ValueError(f"ws must be (1, num_ws, w_dim), got {tuple(ws.shape)}")
+            raise UsageError(f"ws must be (1, num_ws, w_dim), got {tuple(ws.shape)}")
         net = [m for m in MODALITIES if m in mods or (m == "displacement" and "normal" in mods)]
+        arrays, stats = self._stream(ws.to(self.device), net, region_t, noise_seed=noise_seed, noise=noise,
+                                     apply_mask=not extrapolate, progress=progress)
+        t1 = time.perf_counter()
+        if extrapolate:
+            for m in net:
+                arrays[m] = extrapolate_fill(arrays[m], self.mask)
+        for arr in arrays.values():
+            np.clip(arr, 0.0, 1.0, out=arr)
+        result = {m: arrays[m] for m in MODALITIES if m in mods}
+        if "normal" in mods:
+            result["normal"] = normals_from_displacement(
+                arrays["displacement"], self.displacement_scale, self.normal_convention
+            )
+        stats["postprocess_s"] = time.perf_counter() - t1
+        self.last_stats = stats
+        return {m: result[m] for m in mods}
+
+    def _stream(
+        self, ws: torch.Tensor, net: list[str], region: Region, *, noise_seed: int, noise: Any, apply_mask: bool,
+        progress: bool,
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Run the tiles of `region` and copy each into host arrays ({modality: h×w×C}, values in [0, 1]).
+
+        On CUDA each tile is copied asynchronously while the next one is computed, so the device holds at
+        most two tiles.
+        """
+        top, left, height, width = region
         arrays = {m: np.empty((height, width, MODALITY_CHANNELS[m]), np.float32) for m in net}
-        bounds = []
-        start = 0
+        bounds, start = [], 0
         for m in net:
             bounds.append((m, start, start + MODALITY_CHANNELS[m]))
             start += MODALITY_CHANNELS[m]
-        ws = ws.to(self.device)
-        tiles = tile_layout((top, left, height, width), self.patch_size, self.patches_per_pass)
+        tiles = tile_layout(region, self.patch_size, self.patches_per_pass)
         cuda = self.device.type == "cuda"
         bar = None
         if progress:
@@ -512,66 +474,43 @@ class TextureModel:
 
         t0 = time.perf_counter()
         if cuda:
-            ev0 = torch.cuda.Event(enable_timing=True)
-            ev1 = torch.cuda.Event(enable_timing=True)
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             ev0.record()
         pending: deque = deque()
         try:
             with torch.inference_mode(), precision_context(self.device, self.precision):
-                for tile, out in iter_tiles(
-                    self.G, ws, net, noise_seed, region=(top, left, height, width),
-                    patches_per_pass=self.patches_per_pass, apply_mask=not extrapolate, noise=noise,
-                    call=self._call,
-                ):
-                    val = (out.float() * 0.5 + 0.5).permute(0, 2, 3, 1).contiguous()
-                    if cuda:  # asynchronous copy into pinned memory; overlap with the next tile
-                        host = val.to("cpu", non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record()
-                        pending.append((tile, host, event))
-                        while len(pending) > 1:
-                            tl, hs, evt = pending.popleft()
-                            evt.synchronize()
-                            deliver(tl, hs)
-                    else:
+                for tile, out in iter_tiles(self.G, ws, net, noise_seed, region=region,
+                                            patches_per_pass=self.patches_per_pass, apply_mask=apply_mask,
+                                            noise=noise, call=self._call):
+                    val = network_to_unit(out.float()).permute(0, 2, 3, 1).contiguous()
+                    if not cuda:
                         deliver(tile, val)
-                while pending:
-                    tl, hs, evt = pending.popleft()
-                    evt.synchronize()
-                    deliver(tl, hs)
+                        continue
+                    host = val.to("cpu", non_blocking=True)  # asynchronous copy, overlapping the next tile
+                    event = torch.cuda.Event()
+                    event.record()
+                    pending.append((tile, host, event))
+                    while len(pending) > 1:
+                        tl, hs, evt = pending.popleft()
+                        evt.synchronize()
+                        deliver(tl, hs)
+            while pending:
+                tl, hs, evt = pending.popleft()
+                evt.synchronize()
+                deliver(tl, hs)
         finally:
             if bar is not None:
                 bar.close()
-        stats: dict[str, float] = {
-            "synthesis_s": 0.0,
-            "patch_evaluations": float(sum(t.patches for t in tiles) * len(net)),
-            "forward_passes": float(len(tiles)),
-        }
+        stats = {"patch_evaluations": float(sum(t.patches for t in tiles) * len(net)),
+                 "forward_passes": float(len(tiles))}
         if cuda:
             ev1.record()
             ev1.synchronize()
             stats["gpu_s"] = ev0.elapsed_time(ev1) / 1000.0
         stats["synthesis_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        if extrapolate:
-            for m in net:
-                arrays[m] = extrapolate_fill(arrays[m], self.mask)
-        for arr in arrays.values():
-            np.clip(arr, 0.0, 1.0, out=arr)
-        result = {m: arrays[m] for m in MODALITIES if m in mods}
-        if "normal" in mods:
-            result["normal"] = normals_from_displacement(
-                arrays["displacement"], self.displacement_scale, self.normal_convention
-            )
-        stats["postprocess_s"] = time.perf_counter() - t1
-        self.last_stats = stats
-        return {m: result[m] for m in mods}
+        return arrays, stats
 
     # ----------------------------------------------------------------------------------------- files
-    def output_paths(self, seed: int, out_dir: str | os.PathLike, format: str = "exr") -> dict[str, Path]:
-        """Files `write` produces for a seed (the maps and the seed's contact sheet)."""
-        return output_paths(out_dir, seed, format)
-
     def write(
         self, seed: int, out_dir: str | os.PathLike, format: str = "exr", *, truncation: float = 1.0,
         noise_seed: int | None = None, extrapolate: bool = False, overwrite: bool = False,
@@ -585,18 +524,12 @@ class TextureModel:
         paths = output_paths(out_dir, seed, format)
         if not contact:
             paths.pop("contact")
-        if not overwrite:
-            found = existing(paths.values())
-            if found:
-                raise FileExistsError(f"{found[0]} exists (pass overwrite=True / --overwrite to replace it)")
-        timings: dict[str, float] = {}
+        refuse_existing(paths.values(), overwrite)
         t0 = time.perf_counter()
         result = self.sample(seed, OUTPUT_MAPS, truncation, noise_seed=noise_seed, extrapolate=extrapolate,
                              progress=progress)
-        timings.update(self.last_stats)
-        timings["sample_s"] = time.perf_counter() - t0
+        timings = {**self.last_stats, "sample_s": time.perf_counter() - t0}
         t1 = time.perf_counter()
-        paths["albedo"].parent.mkdir(parents=True, exist_ok=True)
         for name in OUTPUT_MAPS:
             write_map(paths[name], result[name], name, overwrite=overwrite)
         timings["write_s"] = time.perf_counter() - t1
@@ -604,11 +537,9 @@ class TextureModel:
         thumbs = thumbnails(result, mask=self.mask)
         if contact:
             text = label or f"seed {seed}  {self.name}  psi={truncation:g}" + ("  extrapolated" if extrapolate else "")
-            sheet = contact_sheet(result, self.mask, title=text, thumbs=thumbs)
-            _save_png(sheet, paths["contact"], overwrite)
+            save_image(contact_sheet(result, self.mask, title=text, thumbs=thumbs), paths["contact"], overwrite)
         timings["contact_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
-        del result
         return {"paths": {k: str(v) for k, v in paths.items()}, "timings": timings, "thumbnails": thumbs}
 
     # -------------------------------------------------------------------------------- §5.1 variations
@@ -621,7 +552,7 @@ class TextureModel:
         The noise seed is fixed (default: seed_a) so only the latent changes.
         """
         if steps < 2:
-            raise ValueError("interpolation needs at least 2 steps")
+            raise UsageError("interpolation needs at least 2 steps")
         wa, wb = self.ws_for_seed(seed_a, truncation), self.ws_for_seed(seed_b, truncation)
         ns = seed_a if noise_seed is None else noise_seed
         for i in range(steps):
@@ -634,7 +565,7 @@ class TextureModel:
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """Yields (noise_seed, maps) for noise seeds first..first+count-1 with the latent of `seed` fixed."""
         if count < 1:
-            raise ValueError("count must be >= 1")
+            raise UsageError("count must be >= 1")
         ws = self.ws_for_seed(seed, truncation)
         for k in range(first_noise_seed, first_noise_seed + count):
             yield k, self.sample_ws(ws, modalities, noise_seed=k, progress=progress)
@@ -645,7 +576,7 @@ def interpolate_ws(wa: torch.Tensor, wb: torch.Tensor, t: float, method: str = "
     if method == "lerp":
         return torch.lerp(wa, wb, float(t))
     if method != "slerp":
-        raise ValueError(f"unknown interpolation {method!r}; choose lerp or slerp")
+        raise UsageError(f"unknown interpolation {method!r}; choose lerp or slerp")
     na, nb = wa.norm(dim=-1, keepdim=True), wb.norm(dim=-1, keepdim=True)
     ua, ub = wa / na.clamp_min(1e-12), wb / nb.clamp_min(1e-12)
     dot = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)
@@ -670,277 +601,8 @@ def load(
     dev = resolve_device(device)
     try:
         G, meta = load_generator(path_or_run_dir, device="cpu")
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path_or_run_dir}: incomplete or corrupt gantlitz checkpoint ({exc!r})") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot load the checkpoint: {exc}") from None
     return TextureModel(G, meta, device=dev, precision=precision, compile=compile, patches_per_pass=patches_per_pass)
 
 
-# ================================================================================================ output
-def output_paths(out_dir: str | os.PathLike, seed: int, format: str = "exr") -> dict[str, Path]:
-    """`out_dir/seedNNNN/<map>.<ext>` for the four maps and `contact.png`."""
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    folder = Path(out_dir) / f"seed{int(seed):04d}"
-    paths = {name: folder / f"{name}{FORMATS[format]}" for name in OUTPUT_MAPS}
-    paths["contact"] = folder / "contact.png"
-    return paths
-
-
-def existing(paths: Any) -> list[Path]:
-    """The paths (in order) that already exist."""
-    return [Path(p) for p in paths if Path(p).exists()]
-
-
-def write_map(path: Path, array: np.ndarray, name: str, *, overwrite: bool = False) -> Path:
-    """One map file: EXR half float / PNG 16-bit / TIFF 16-bit; displacement float32 in EXR and TIFF."""
-    from .imageio import write_image
-
-    suffix = path.suffix.lower()
-    precise = name == "displacement"
-    if suffix == ".exr":
-        return write_image(path, array, float_exr=precise, overwrite=overwrite)
-    if suffix in (".tif", ".tiff"):
-        return write_image(path, array, bits=32 if precise else 16, overwrite=overwrite)
-    return write_image(path, array, bits=16, overwrite=overwrite)
-
-
-def _save_png(image: Any, path: str | os.PathLike, overwrite: bool) -> Path:
-    """Save a PIL image atomically; refuse to replace unless overwrite."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format=path.suffix.lstrip(".").upper() or "PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def write_json(path: str | os.PathLike, data: dict[str, Any], overwrite: bool) -> Path:
-    """Write JSON atomically; refuse to replace unless overwrite."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def run_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Provenance block for the JSON records: command, versions, machine."""
-    from . import __version__
-
-    info: dict[str, Any] = {
-        "command": shlex.join(["gantlitz", *sys.argv[1:]]),
-        "gantlitz_version": __version__,
-        "torch_version": torch.__version__,
-        "python": sys.version.split()[0],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    info.update(extra or {})
-    return info
-
-
-# ======================================================================================== contact sheets
-def _area_down(arr: np.ndarray, factor: int) -> np.ndarray:
-    if factor <= 1:
-        return np.asarray(arr, np.float32)
-    h, w = arr.shape[0] // factor * factor, arr.shape[1] // factor * factor
-    a = np.asarray(arr[:h, :w], np.float32)
-    return a.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
-
-
-def _stretch_range(arr: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    a = arr[..., 0]
-    if mask is not None and mask.shape == a.shape and mask.any():
-        vals = a[mask > 0]
-    else:
-        vals = a.ravel()
-    if vals.size > 1_000_000:
-        vals = vals[:: vals.size // 1_000_000]
-    lo, hi = np.percentile(vals, [1.0, 99.0]) if vals.size else (0.0, 1.0)
-    if hi - lo < 1e-6:
-        lo, hi = lo - 0.5, hi + 0.5
-    return float(lo), float(hi)
-
-
-def _to_rgb8(arr: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
-    a = np.asarray(arr, np.float32)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if stretch is not None:
-        lo, hi = stretch
-        a = (a - lo) / (hi - lo)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return (np.clip(a[:, :, :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def thumbnails(
-    maps: dict[str, np.ndarray], long_side: int = 512, mask: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Area-down-sampled uint8 RGB previews (long side <= long_side); displacement contrast-stretched
-    to its 1-99 % range inside the mask."""
-    out = {}
-    for name, arr in maps.items():
-        factor = max(1, math.ceil(max(arr.shape[:2]) / long_side))
-        small = _area_down(arr, factor)
-        stretch = None
-        if name == "displacement":
-            small_mask = None if mask is None else _area_down(mask[:, :, None], factor)[:, :, 0] > 0.99
-            stretch = _stretch_range(small, small_mask)
-        out[name] = _to_rgb8(small, stretch)
-    return out
-
-
-def crop_box(mask: np.ndarray, size: int) -> tuple[int, int, int]:
-    """(top, left, size) of a square crop centred on the mask's centroid, inside the canvas."""
-    h, w = mask.shape
-    size = max(1, min(size, h, w))
-    step = 8 if min(h, w) >= 256 else 1
-    ys, xs = np.nonzero(mask[::step, ::step])
-    cy, cx = (float(ys.mean()) * step, float(xs.mean()) * step) if ys.size else (h / 2, w / 2)
-    top = int(min(max(cy - size / 2, 0), h - size))
-    left = int(min(max(cx - size / 2, 0), w - size))
-    return top, left, size
-
-
-def _font():
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=14)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _grid(cells: list[list[tuple[np.ndarray | None, str]]], title: str | None = None, pad: int = 6,
-          label_h: int = 18, row_labels: list[str] | None = None):
-    """Lay out rows of (uint8 image, caption) on a dark canvas; returns a PIL image."""
-    from PIL import Image, ImageDraw
-
-    font = _font()
-    row_lab_w = 90 if row_labels else 0
-    ncols = max(len(r) for r in cells)
-    col_w = [0] * ncols
-    row_h = []
-    for r in cells:
-        hmax = 0
-        for j, (img, _) in enumerate(r):
-            if img is not None:
-                col_w[j] = max(col_w[j], img.shape[1])
-                hmax = max(hmax, img.shape[0])
-        row_h.append(hmax + label_h)
-    title_h = 24 if title else 0
-    width = row_lab_w + sum(col_w) + pad * (ncols + 1)
-    height = title_h + sum(row_h) + pad * (len(cells) + 1)
-    sheet = Image.new("RGB", (width, height), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((pad, 4), title, fill=(235, 235, 235), font=font)
-    y = title_h + pad
-    for i, r in enumerate(cells):
-        if row_labels:
-            draw.text((pad, y + 2), row_labels[i], fill=(235, 235, 235), font=font)
-        x = row_lab_w + pad
-        for j, (img, caption) in enumerate(r):
-            if img is not None:
-                sheet.paste(Image.fromarray(img), (x, y))
-                draw.text((x, y + img.shape[0] + 2), caption, fill=(200, 200, 200), font=font)
-            x += col_w[j] + pad
-        y += row_h[i] + pad
-    return sheet
-
-
-def contact_sheet(
-    maps: dict[str, np.ndarray], mask: np.ndarray | None = None, *, title: str | None = None,
-    crop: int = 512, thumbs: dict[str, np.ndarray] | None = None,
-):
-    """All maps side by side (down-sampled) above a full-resolution crop of each around the mask centre."""
-    from PIL import Image, ImageDraw
-
-    names = [n for n in OUTPUT_MAPS if n in maps] + [n for n in maps if n not in OUTPUT_MAPS]
-    thumbs = thumbs or thumbnails(maps, mask=mask)
-    first = maps[names[0]]
-    h, w = first.shape[:2]
-    m = mask if mask is not None and mask.shape == (h, w) else np.ones((h, w), np.uint8)
-    size = min(crop, max(h, w) // 2) if max(h, w) > crop else min(h, w) // 2
-    top, left, size = crop_box(m, max(size, 1))
-    row1, row2 = [], []
-    for n in names:
-        th = thumbs[n]
-        img = Image.fromarray(th)
-        sy, sx = th.shape[0] / h, th.shape[1] / w
-        ImageDraw.Draw(img).rectangle(
-            [left * sx, top * sy, (left + size) * sx - 1, (top + size) * sy - 1], outline=(255, 64, 64)
-        )
-        row1.append((np.asarray(img), f"{n} {w}x{h}"))
-        patch = maps[n][top : top + size, left : left + size]
-        stretch = _stretch_range(patch, m[top : top + size, left : left + size]) if n == "displacement" else None
-        row2.append((_to_rgb8(patch, stretch), f"{n} 1:1 crop @({left},{top})"))
-    return _grid([row1, row2], title=title)
-
-
-def seeds_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], title: str | None = None, long_side: int = 256):
-    """One row per seed of thumbnails (from `thumbnails`), shrunk to `long_side`."""
-    cells, labels = [], []
-    for label, thumbs in rows:
-        row = []
-        for n in OUTPUT_MAPS:
-            if n in thumbs:
-                t = thumbs[n]
-                f = max(1, math.ceil(max(t.shape[:2]) / long_side))
-                row.append((_area_down(t, f).round().astype(np.uint8) if f > 1 else t, n))
-        cells.append(row)
-        labels.append(label)
-    return _grid(cells, title=title, row_labels=labels)
-
-
-def frames_sheet(frames: list[tuple[str, np.ndarray]], title: str | None = None, columns: int = 8):
-    """Frames (uint8 images with captions) in a grid of `columns`."""
-    cells = [frames[i : i + columns] for i in range(0, len(frames), columns)]
-    return _grid(cells, title=title)
-
-
-def vary_noise_sheet(
-    results: list[tuple[int, dict[str, np.ndarray]]], mask: np.ndarray, *, title: str | None = None,
-    crop: int = 256, long_side: int = 384, gain: float = 8.0,
-):
-    """Paper Fig. 10: per noise seed a down-sampled albedo, 1:1 crops of albedo and displacement, and the
-    amplified absolute albedo difference to the first noise seed (fine detail changes, layout stays)."""
-    _, first = results[0]
-    h, w = first["albedo"].shape[:2]
-    top, left, size = crop_box(mask, min(crop, h // 2, w // 2) if max(h, w) > crop else min(h, w) // 2)
-    ref_a = first["albedo"][top : top + size, left : left + size]
-    disp_range = None
-    rows: list[list[tuple[np.ndarray | None, str]]] = [[], [], [], []]
-    for k, res in results:
-        a = res["albedo"]
-        f = max(1, math.ceil(max(h, w) / long_side))
-        rows[0].append((_to_rgb8(_area_down(a, f)), f"noise {k}"))
-        ca = a[top : top + size, left : left + size]
-        rows[1].append((_to_rgb8(ca), f"albedo 1:1 @({left},{top})"))
-        if "displacement" in res:
-            cd = res["displacement"][top : top + size, left : left + size]
-            disp_range = disp_range or _stretch_range(cd, mask[top : top + size, left : left + size])
-            rows[2].append((_to_rgb8(cd, disp_range), "displacement 1:1"))
-        diff = np.abs(ca - ref_a).mean(axis=2, keepdims=True) * gain
-        rows[3].append((_to_rgb8(diff), f"|albedo - noise {results[0][0]}| x{gain:g}"))
-    return _grid([r for r in rows if r], title=title)

@@ -9,11 +9,13 @@ file unless ``overwrite=True``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
+
+from .errors import GantlitzError
+from .outputs import atomic_path
 
 __all__ = ["ImageError", "read_image", "write_image", "image_size", "READ_SUFFIXES", "WRITE_SUFFIXES"]
 
@@ -21,7 +23,7 @@ READ_SUFFIXES = (".exr", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
 WRITE_SUFFIXES = READ_SUFFIXES
 
 
-class ImageError(ValueError):
+class ImageError(GantlitzError, ValueError):
     """An image file that can not be read or written; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
@@ -94,12 +96,6 @@ def read_image(path: str | os.PathLike, *, check_finite: bool = True) -> np.ndar
     return arr
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _as_hwc(array: np.ndarray, path: Path) -> np.ndarray:
     arr = np.asarray(array)
     if arr.ndim == 2:
@@ -142,7 +138,7 @@ def write_image(
         arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise ImageError(path, "refusing to write NaN/Inf values")
-    h, w, c = arr.shape
+    c = arr.shape[2]
 
     attrs: dict[str, object] = {}
     if suffix == ".exr":
@@ -168,30 +164,24 @@ def write_image(
         arr = np.clip(arr, 0.0, 1.0)
         attrs["CompressionQuality"] = 95
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        spec = oiio.ImageSpec(w, h, c, fmt)
-        for key, value in attrs.items():
-            spec.attribute(key, value)
-        out = oiio.ImageOutput.create(str(tmp))
-        if out is None:
-            raise ImageError(path, f"no writer for this format ({oiio.geterror().strip()})")
-        if not out.open(str(tmp), spec):
-            msg = out.geterror().strip()
-            raise ImageError(path, f"cannot open for writing ({msg})")
-        ok = out.write_image(np.ascontiguousarray(arr))
-        msg = out.geterror().strip()
-        out.close()
-        if not ok:
-            raise ImageError(path, f"write failed ({msg})")
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise ImageError(path, "file exists (pass overwrite=True to replace it)")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        _write_oiio(tmp, path, np.ascontiguousarray(arr), fmt, attrs)
     return path
+
+
+def _write_oiio(tmp: Path, path: Path, arr: np.ndarray, fmt: object, attrs: dict[str, object]) -> None:
+    """Encode `arr` into the file `tmp` (its suffix picks the format); errors name the destination `path`."""
+    h, w, c = arr.shape
+    spec = oiio.ImageSpec(w, h, c, fmt)
+    for key, value in attrs.items():
+        spec.attribute(key, value)
+    out = oiio.ImageOutput.create(str(tmp))
+    if out is None:
+        raise ImageError(path, f"no writer for this format ({oiio.geterror().strip()})")
+    if not out.open(str(tmp), spec):
+        raise ImageError(path, f"cannot open for writing ({out.geterror().strip()})")
+    ok = out.write_image(arr)
+    msg = out.geterror().strip()
+    out.close()
+    if not ok:
+        raise ImageError(path, f"write failed ({msg})")

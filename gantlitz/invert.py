@@ -44,9 +44,15 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .config import MODALITIES, MODALITY_CHANNELS
+from .errors import GantlitzError
 from .geometry import level0_unit
 from .nn.generator import Generator
+from .device import resolve_device
+from .generate import TextureModel, load, synthesize_texture
 from .noise import ExplicitNoise
+from .outputs import FORMATS, atomic_path, make_dirs, save_image, write_json, write_map
+from .resample import area_downsample, block_mean, network_to_unit, unit_to_network
+from .sheets import grid, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,6 @@ __all__ = [
     "load_latent",
     "psnr",
     "reconstruction_psnr",
-    "area_downsample",
     "plot_losses",
     "contact_image",
     "write_outputs",
@@ -86,7 +91,7 @@ __all__ = [
 ]
 
 
-class InversionError(ValueError):
+class InversionError(GantlitzError, ValueError):
     """An inversion that can not start or continue (bad options, mismatching state, existing outputs)."""
 
 
@@ -283,11 +288,6 @@ def load_target(path: str | Path, modality: str, canvas: tuple[int, int], mode: 
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def area_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Box-filter down-sampling of (B, C, H, W) by an integer factor."""
-    return x if factor == 1 else F.avg_pool2d(x, factor)
-
-
 def psnr(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None) -> float:
     """PSNR in dB of two [0, 1] images (H×W×C), optionally weighted per pixel (H×W)."""
     a = np.asarray(a, np.float64)
@@ -419,10 +419,6 @@ def _unwrap(model: Any) -> Generator:
     return G
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _w_statistics(G: Generator, seed: int, samples: int = 2000) -> tuple[torch.Tensor, float]:
     """(initial w, scalar spread of w) from mapped random z; the initial w is G.w_avg when it is set."""
     device = G.w_avg.device
@@ -535,7 +531,7 @@ def invert(
     """
     cfg = config or InversionConfig()
     G = _unwrap(model)
-    dev = torch.device(device) if device is not None else _default_device()
+    dev = resolve_device(device)
     if G.mask.device != dev:
         G = G.to(dev)
     G.eval().requires_grad_(False)
@@ -545,9 +541,9 @@ def invert(
 
     # Target and loss weights at the target's resolution (mask coverage, fractional on low-res pixels).
     mask = G.mask.float()[None, None].to(dev)
-    coverage_t = area_downsample(mask, factor)
+    coverage_t = block_mean(mask, factor)
     coverage = coverage_t[0, 0].cpu().numpy()
-    target_t = torch.from_numpy(tgt).permute(2, 0, 1)[None].to(dev) * 2 - 1
+    target_t = unit_to_network(torch.from_numpy(tgt).permute(2, 0, 1)[None].to(dev))
     regions = _regions(G, cfg, factor, coverage)
     layouts = G.noise_layouts()
     last = G.num_levels - 1
@@ -607,7 +603,7 @@ def invert(
         f = factor
         sl = (slice(None), slice(None), slice(top // f, (top + rh) // f), slice(left // f, (left + rw) // f))
         return _masked_pyramid_loss(
-            area_downsample(out, f), target_t[sl], coverage_t[sl], cfg.loss_scales, cfg.l1_weight, cfg.l2_weight
+            block_mean(out, f), target_t[sl], coverage_t[sl], cfg.loss_scales, cfg.l1_weight, cfg.l2_weight
         )
 
     bar = None
@@ -711,16 +707,9 @@ def reconstruction_psnr(reconstruction: np.ndarray, target: np.ndarray, mask: np
 
     Pixels are weighted by the mask coverage (area-down-sampled mask for super-resolution).
     """
-    rec = _area_np(reconstruction, factor)
-    cov = _area_np(mask.astype(np.float32)[:, :, None], factor)[:, :, 0]
+    rec = area_downsample(reconstruction, factor)
+    cov = area_downsample(mask.astype(np.float32), factor)
     return psnr(rec, target, cov)
-
-
-def _area_np(image: np.ndarray, factor: int) -> np.ndarray:
-    if factor == 1:
-        return np.asarray(image, np.float32)
-    h, w, c = image.shape
-    return image.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -733,8 +722,6 @@ def synthesize_maps(
     Synthesised tile by tile with `gantlitz.generate.synthesize_texture` (identical to one pass: the
     generator is seamless), so memory is bounded. noise=None uses the hashed noise of `noise_seed`.
     """
-    from .generate import synthesize_texture
-
     G = _unwrap(model)
     dev = torch.device(device) if device is not None else G.mask.device
     G = G.to(dev)
@@ -745,7 +732,7 @@ def synthesize_maps(
     with torch.no_grad():
         for name in modalities:
             x = synthesize_texture(G, ws, name, noise_seed, patches_per_pass=patches_per_pass, noise=noise)
-            out[name] = (x[0].clamp(-1, 1) * 0.5 + 0.5).permute(1, 2, 0).cpu().numpy().astype(np.float32)
+            out[name] = network_to_unit(x[0].clamp(-1, 1)).permute(1, 2, 0).cpu().numpy().astype(np.float32)
     return out
 
 
@@ -759,13 +746,9 @@ def complete(
     scale and normal convention); with a bare `Generator`, albedo/specular/displacement only.
     """
     noise = result.noise
-    if hasattr(model, "sample_ws") and hasattr(model, "G"):
+    if isinstance(model, TextureModel):
         mods = (*MODALITIES, "normal") if normals else MODALITIES
-        if device is not None:
-            noise = noise.to(device)
-        else:
-            noise = noise.to(model.G.mask.device)
-        return model.sample_ws(result.ws, mods, noise=noise)
+        return model.sample_ws(result.ws, mods, noise=noise.to(device if device is not None else model.device))
     return synthesize_maps(model, result.ws, noise, device=device)
 
 
@@ -842,14 +825,12 @@ def plot_losses(losses: np.ndarray, path: str | Path, title: str = "inversion") 
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    return Path(path)
 
 
 def _suffix(fmt: str) -> str:
-    from .generate import FORMATS
-
     if fmt not in FORMATS:
         raise InversionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return FORMATS[fmt]
@@ -876,19 +857,11 @@ def _check_out_dir(out: Path, fmt: str, *, overwrite: bool, resume: bool) -> Non
         raise InversionError(f"cannot resume: {state} does not exist (nothing was interrupted in {out})")
 
 
-def _load_model(checkpoint: str | Path, device: torch.device):
-    from .generate import load
-
-    return load(checkpoint, device=device)
-
-
 def contact_image(
     maps: Mapping[str, np.ndarray], modality: str, target: np.ndarray | None, factor: int,
     mask: np.ndarray | None = None, title: str | None = None, long_side: int = 384,
 ):
     """Contact sheet (PIL image): target | reconstruction | |error|×4 above the completed modalities."""
-    from .generate import _grid, thumbnails
-
     names = [n for n in (*MODALITIES, "normal") if n in maps]
     thumbs = thumbnails({n: maps[n] for n in names}, long_side=long_side, mask=mask)
     row1 = []
@@ -899,12 +872,12 @@ def contact_image(
         row1.append((t_thumb, label))
     row1.append((thumbs[modality], f"inverted {modality} {maps[modality].shape[1]}x{maps[modality].shape[0]}"))
     if target is not None:
-        rec = _area_np(maps[modality], factor)
+        rec = area_downsample(maps[modality], factor)
         err = np.clip(np.abs(rec - target) * 4.0, 0.0, 1.0)
         err_big = _upsample_nearest(err, factor)
         row1.append((thumbnails({"error": err_big}, long_side=long_side)["error"], "|error| x4"))
     row2 = [(thumbs[n], n + (" (completed)" if n != modality else "")) for n in names if n != modality]
-    return _grid([row1, row2], title=title)
+    return grid([row1, row2], title=title)
 
 
 def write_outputs(
@@ -913,11 +886,9 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write the completed maps (+ normals), the contact sheet, the loss curve and result.json to `out`
     (with `gantlitz.generate`'s map writer and contact-sheet layout)."""
-    from .generate import _save_png, write_map
-
     suffix = _suffix(fmt)
     maps = complete(result, model, device=device)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     written: dict[str, Path] = {}
     for name, arr in maps.items():
         written[name] = write_map(out / f"{name}{suffix}", arr, name, overwrite=overwrite)
@@ -925,7 +896,7 @@ def write_outputs(
     title = f"inversion ({result.mode}, {result.modality})" + (
         f"  PSNR {result.psnr:.2f} dB" if result.psnr is not None else "")
     sheet = contact_image(maps, result.modality, target, result.factor, mask=mask, title=title)
-    written["contact"] = _save_png(sheet, out / CONTACT_NAME, overwrite=True)
+    written["contact"] = save_image(sheet, out / CONTACT_NAME, overwrite=True)
     if target is not None:
         from .imageio import write_image
 
@@ -938,8 +909,7 @@ def write_outputs(
         "checkpoint": result.extra.get("checkpoint"), "target": result.extra.get("target"),
         "files": sorted(p.name for p in written.values()),
     }
-    (out / RESULT_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-    written["result"] = out / RESULT_NAME
+    written["result"] = write_json(out / RESULT_NAME, summary, overwrite=True)
     return written
 
 
@@ -955,9 +925,9 @@ def run(
     """The `gantlitz invert` command: load, validate, invert (resumable), write every output to `out`."""
     out = Path(out)
     cfg = config or InversionConfig()
-    dev = torch.device(device) if device is not None else _default_device()
+    dev = resolve_device(device)
     _check_out_dir(out, fmt, overwrite=overwrite, resume=resume)
-    model = _load_model(checkpoint, dev)
+    model = load(checkpoint, device=dev)
     G = _unwrap(model)
     target, _ = load_target(target_path, modality, G.canvas, mode)
     out.mkdir(parents=True, exist_ok=True)
@@ -980,8 +950,8 @@ def regenerate(
 ) -> InversionResult:
     """Turn a saved latent file back into the full set of maps (+ contact sheet and loss curve) in `out`."""
     out = Path(out)
-    dev = torch.device(device) if device is not None else _default_device()
-    model = _load_model(checkpoint, dev)
+    dev = resolve_device(device)
+    model = load(checkpoint, device=dev)
     result = load_latent(latent, model)
     target = None
     tpath = result.extra.get("target")

@@ -33,6 +33,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .errors import GantlitzError
+from .outputs import atomic_path
 from .resample import fit
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ DEFAULT_SPECULAR = 0.25
 APT_PACKAGES = "libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri"
 
 
-class RenderError(RuntimeError):
+class RenderError(GantlitzError, RuntimeError):
     """Rendering can not proceed; the message says what is missing and how to fix it."""
 
 
@@ -857,18 +859,9 @@ def save_png(path: str | os.PathLike, image: np.ndarray, *, overwrite: bool = Tr
     """Write a uint8 H x W x 3 image as an 8-bit PNG (atomically: a temporary file, then rename)."""
     from PIL import Image
 
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p}: exists (use --overwrite)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    return Path(path)
 
 
 def tile_rows(rows: Iterable[np.ndarray], gap: int = 0) -> np.ndarray:

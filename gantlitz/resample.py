@@ -1,14 +1,29 @@
-"""Image resampling shared by every module: one anti-aliased resize and one exact block mean.
+"""Value space and resampling shared by every module: [-1, 1] ↔ [0, 1], one anti-aliased resize, one block mean.
 
-Arrays are H×W×C float32 (the library's image convention). Shrinking averages the covered input pixels
+Files and the public API hold values in [0, 1]; the networks work in [-1, 1]. Arrays are H×W×C float32
+(the library's image convention). Shrinking averages the covered input pixels
 (area / box filter), so previews, masks and metrics never alias; enlarging interpolates bilinearly.
 """
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+Values = typing.TypeVar("Values", np.ndarray, torch.Tensor, float)
+
+
+def network_to_unit(x: Values) -> Values:
+    """Network space [-1, 1] → file/API space [0, 1] (no clipping)."""
+    return x * 0.5 + 0.5
+
+
+def unit_to_network(x: Values) -> Values:
+    """File/API space [0, 1] → network space [-1, 1]."""
+    return x * 2.0 - 1.0
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -33,13 +48,26 @@ def fit(image: np.ndarray, max_size: int) -> np.ndarray:
     return resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
-def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Exact block mean of an H×W×C image by an integer factor (float32, accumulated in float64)."""
+def area_downsample(image: np.ndarray, factor: int, *, trim: bool = False) -> np.ndarray:
+    """Exact block mean of an H×W[×C] image by an integer factor (float32, accumulated in float64).
+
+    `trim` drops the last rows/columns that do not fill a block (previews); otherwise they are an error.
+    """
     img = np.asarray(image, dtype=np.float32)
-    if factor == 1:
+    if factor <= 1:
         return img
+    if img.ndim == 2:
+        return area_downsample(img[:, :, None], factor, trim=trim)[:, :, 0]
     h, w, c = img.shape
-    if h % factor or w % factor:
+    if trim:
+        h, w = h // factor * factor, w // factor * factor
+        img = img[:h, :w]
+    elif h % factor or w % factor:
         raise ValueError(f"{w}x{h} is not divisible by {factor}")
     blocks = img.reshape(h // factor, factor, w // factor, factor, c)
     return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def block_mean(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """`area_downsample` for (B, C, H, W) tensors (differentiable; inversion's super-resolution loss)."""
+    return x if factor == 1 else F.avg_pool2d(x, factor)

@@ -150,7 +150,8 @@ def test_existing_out_untouched_without_overwrite(raw_dataset, prepared_store, t
     assert _tree(out) == before
     res = _run(raw_dataset, out, "--no-flip", "--overwrite")
     assert res.exit_code == 0, res.output
-    assert not (out / "keep.txt").exists() and PatchStore(out).flip is False
+    # --overwrite replaces the dataset's own files only: the user's file stays
+    assert (out / "keep.txt").read_text() == "mine" and PatchStore(out).flip is False
     assert not list(tmp_path.glob(".ds*"))
 
 

@@ -1,16 +1,40 @@
-"""`gantlitz` command line: a thin layer over the Python API, one module per area of work."""
+"""`gantlitz` command line: a thin layer over the Python API, one module per area of work.
+
+The commands only parse arguments and call the API. Errors cross one boundary (`Boundary.invoke`): a
+`GantlitzError` (a user's mistake or a condition they can act on) and an `OSError` about a named file
+become `Error: <message>` and an exit code; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import click
+
+from ..errors import GantlitzError
 
 _AREAS = ("data", "info", "train", "generate", "invert", "evaluate", "render")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Boundary(click.Group):
+    """The CLI's one error boundary."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GantlitzError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            click.echo(f"Error: {exc.filename}: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """GANtlitz: seamless ultra-high-resolution multi-modal face textures from few scans."""

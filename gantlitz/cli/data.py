@@ -68,14 +68,11 @@ def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | N
 def prepare_cmd(src: Path, out: Path, crop: str | None, mask: Path | None, no_flip: bool, normal_convention: str,
                 displacement_height: float, overwrite: bool) -> None:
     """Validate the scans in SRC (one folder per subject) and write the patch store OUT."""
-    from ..data.prepare import PrepareError, prepare
-
-    try:
-        prepare(src, out, crop=_crop(crop), mask=mask, flip=not no_flip, normal_convention=normal_convention,
-                displacement_height=displacement_height, overwrite=overwrite)
-    except (PrepareError, FileExistsError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    from ..data.prepare import prepare
     from ..data.store import PatchStore
+
+    prepare(src, out, crop=_crop(crop), mask=mask, flip=not no_flip, normal_convention=normal_convention,
+            displacement_height=displacement_height, overwrite=overwrite)
 
     store = PatchStore(out)
     h, w = store.canvas

@@ -70,9 +70,7 @@ def invert_cmd(
     """
     import dataclasses
 
-    from ..checkpoint import CheckpointError
-    from ..imageio import ImageError
-    from ..invert import InversionConfig, InversionError, regenerate, run
+    from ..invert import InversionConfig, regenerate, run
 
     try:
         if latent is not None:
@@ -91,8 +89,6 @@ def invert_cmd(
         cfg = dataclasses.replace(cfg, **changes)
         result = run(checkpoint, target, out, modality=modality, mode=mode, config=cfg, resume=resume,
                      overwrite=overwrite, fmt=fmt, device=device, progress=not quiet)
-    except (InversionError, CheckpointError, ImageError, FileExistsError) as exc:
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException(
             f"interrupted; the state saved every {save_every} steps is in {out / 'state.safetensors'}: "

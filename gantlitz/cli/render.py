@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..outputs import refuse_existing
+
 import click
 
 
@@ -56,48 +58,39 @@ def _sets(source: Path | None, albedo, specular, normal):
                                               "normal": normal}) for d in dirs]
 
 
-def _check_free(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise click.ClickException(f"{path}: exists (use --overwrite)")
-
-
 def _render(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
             albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness) -> None:
     from .. import render as R
 
-    try:
-        sets = _sets(source, albedo, specular, normal)
-        if out is None:
-            out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
-        max_texture = None if full_res else 2048
-        shading = dict(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
-                       exposure=exposure, max_texture=max_texture)
-        uv_paths = []
-        if mode in ("uv", "both"):
-            stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
-            uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
-        for p in ([out] if mode != "uv" else []) + uv_paths:
-            _check_free(p, overwrite)
-        loaded = [(name, R.load_maps(**kw, max_size=max_texture, convention=convention)) for name, kw in sets]
-        if mode in ("mesh", "both"):
-            the_mesh = R.load_mesh(mesh, flip_v=flip_v)
-            rows = []
-            t0 = time.perf_counter()
-            for name, maps in loaded:
-                rows.append(R.render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom,
-                                           **shading))
-            elapsed = time.perf_counter() - t0
-            image = R.tile_rows(rows)
-            R.save_png(out, image)
-            n = len(rows) * views
-            click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {n} views, "
-                       f"{elapsed / max(n, 1):.2f} s/view)")
-        for (name, maps), path in zip(loaded, uv_paths):
-            image = R.render_uv(maps, size=uv_size, **shading)
-            R.save_png(path, image)
-            click.echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
-    except R.RenderError as e:
-        raise click.ClickException(str(e)) from e
+    sets = _sets(source, albedo, specular, normal)
+    if out is None:
+        out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
+    max_texture = None if full_res else 2048
+    shading = dict(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
+                   exposure=exposure, max_texture=max_texture)
+    uv_paths = []
+    if mode in ("uv", "both"):
+        stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
+        uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
+    refuse_existing(([out] if mode != "uv" else []) + uv_paths, overwrite)
+    loaded = [(name, R.load_maps(**kw, max_size=max_texture, convention=convention)) for name, kw in sets]
+    if mode in ("mesh", "both"):
+        the_mesh = R.load_mesh(mesh, flip_v=flip_v)
+        rows = []
+        t0 = time.perf_counter()
+        for name, maps in loaded:
+            rows.append(R.render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom,
+                                       **shading))
+        elapsed = time.perf_counter() - t0
+        image = R.tile_rows(rows)
+        R.save_png(out, image)
+        n = len(rows) * views
+        click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {n} views, "
+                   f"{elapsed / max(n, 1):.2f} s/view)")
+    for (name, maps), path in zip(loaded, uv_paths):
+        image = R.render_uv(maps, size=uv_size, **shading)
+        R.save_png(path, image)
+        click.echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
 
 
 def register(group: click.Group) -> None:
@@ -148,19 +141,15 @@ def register(group: click.Group) -> None:
         from .. import export as E
         from .. import render as R
 
-        try:
-            sets = _sets(source, albedo, specular, normal)
-            outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb")
-                    for name, _ in sets]
-            for p in outs:
-                _check_free(p, overwrite)
-            the_mesh = R.load_mesh(mesh, flip_v=flip_v)
-            for (name, kw), path in zip(sets, outs):
-                maps = R.load_maps(**kw, max_size=max_texture, convention=convention)
-                E.export_gltf(maps, the_mesh, path, roughness=roughness, specular_scale=specular_scale,
-                              max_texture=max_texture, overwrite=overwrite)
-                summary = E.validate_glb(path)
-                click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
-                           f"{summary['triangles']} triangles, textures {summary['images']})")
-        except R.RenderError as e:
-            raise click.ClickException(str(e)) from e
+        sets = _sets(source, albedo, specular, normal)
+        outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb")
+                for name, _ in sets]
+        refuse_existing(outs, overwrite)
+        the_mesh = R.load_mesh(mesh, flip_v=flip_v)
+        for (name, kw), path in zip(sets, outs):
+            maps = R.load_maps(**kw, max_size=max_texture, convention=convention)
+            E.export_gltf(maps, the_mesh, path, roughness=roughness, specular_scale=specular_scale,
+                          max_texture=max_texture, overwrite=overwrite)
+            summary = E.validate_glb(path)
+            click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
+                       f"{summary['triangles']} triangles, textures {summary['images']})")

@@ -66,7 +66,7 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
       torchrun --nproc_per_node=4 -m gantlitz train --data DS --preset gantlitz-l --out runs/l
     Monitor with: tensorboard --logdir RUN/logs
     """
-    from ..train.loop import ConfigError, RunExistsError, TrainingDiverged, TrainingInterrupted, parse_overrides, train
+    from ..train.loop import ConfigError, parse_overrides, train
 
     if steps is not None and kimg is not None:
         raise click.UsageError("give --steps or --kimg, not both")
@@ -81,18 +81,9 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
     overrides.update(_overrides(batch=batch, group_size=group_size, lr=lr, r1_gamma=r1_gamma, precision=precision,
                                 compile=compile_, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
                                 preview_every=preview_every, log_every=log_every, keep_checkpoints=keep_checkpoints))
-    try:
-        result = train(data, out, preset, overrides=overrides, steps=steps, kimg=kimg, resume=resume,
-                       overwrite=overwrite, device=device, max_minutes=minutes, progress=not no_progress,
-                       command=["gantlitz", *sys.argv[1:]])
-    except (ConfigError, RunExistsError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except TrainingDiverged as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(3)
-    except TrainingInterrupted as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
+    result = train(data, out, preset, overrides=overrides, steps=steps, kimg=kimg, resume=resume,
+                   overwrite=overwrite, device=device, max_minutes=minutes, progress=not no_progress,
+                   command=["gantlitz", *sys.argv[1:]])
     if result.model is not None:
         click.echo(f"trained {result.step} steps; model: {result.model}")
         click.echo(f"sample it with: gantlitz generate {out} --seeds 0-3 --out {out / 'samples'}")

@@ -24,6 +24,8 @@ import numpy as np
 
 from .. import __version__, imageio, maps
 from ..config import MODALITY_CHANNELS
+from ..errors import GantlitzError, OutputExistsError
+from ..outputs import check_output_dir, install_dir
 from ..resample import resize
 from .store import STORE_FORMAT, STORE_VERSION
 
@@ -46,7 +48,7 @@ MAP_NAMES = ("albedo", "specular", "normal", "displacement")
 RANGE_TOL = 1e-3
 
 
-class PrepareError(ValueError):
+class PrepareError(GantlitzError, ValueError):
     """Input problems found by `prepare`; ``problems`` lists each as 'file: problem'."""
 
     def __init__(self, problems: Sequence[str]):
@@ -196,6 +198,26 @@ def _quantise(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
+DATASET_FILES = frozenset({"manifest.json", "textures.npy", "mask.npy", "preview.npy"})
+"""What `prepare` writes into OUT: all that `--overwrite` may replace there."""
+
+
+def check_dataset_out(out: Path, inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
+    """The overwrite rule for a dataset folder: never an input or a folder holding one; with --overwrite
+    only an empty folder or a dataset `prepare` wrote (its manifest says so), never another folder."""
+    entries = check_output_dir(out, inputs=inputs, overwrite=overwrite, what="dataset")
+    if entries and not _is_dataset(out):
+        raise OutputExistsError(out, "is not a prepared dataset (no gantlitz manifest.json); --overwrite only "
+                                     "replaces a dataset written by `gantlitz prepare` (nothing was touched)")
+
+
+def _is_dataset(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == STORE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def prepare(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -213,18 +235,17 @@ def prepare(
     ``crop`` is (x, y, w, h) in pixels of the input maps; ``mask`` an image file (first channel > 0.5
     = visible; default ``src/mask.*``, else derived where all maps equal their border fill);
     ``displacement_height`` converts values of displacement files (used when a subject has no normal
-    map) into canvas pixels.  Raises `PrepareError` listing every problem, `FileExistsError` when
-    ``out`` exists and ``overwrite`` is false (``out`` is then left untouched).
+    map) into canvas pixels.  Raises `PrepareError` listing every problem, `OutputExistsError` (a
+    `FileExistsError`) when ``out`` is not empty and ``overwrite`` is false, is or contains an input, or
+    is a folder other than a prepared dataset (``out`` is then left untouched). ``overwrite`` replaces
+    only the dataset's own files (`DATASET_FILES`); other files in ``out`` are kept.
     """
     from tqdm.auto import tqdm
 
     src, out = Path(src), Path(out)
     if normal_convention not in maps.CONVENTIONS:
         raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it (it was not touched)")
-    if out.resolve() == src.resolve():
-        raise PrepareError([f"{out}: OUT must differ from SRC"])
+    check_dataset_out(out, [src, *([mask] if mask is not None else [])], overwrite)
 
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
@@ -356,13 +377,7 @@ def prepare(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp / "manifest.json.tmp", tmp / "manifest.json")
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_dir(tmp, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

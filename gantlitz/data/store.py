@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DATA_CHANNELS, MODALITY_CHANNELS
+from ..errors import GantlitzError
 from ..resample import resize
 
 __all__ = ["StoreError", "PatchStore", "to_network", "STORE_FORMAT", "STORE_VERSION"]
@@ -24,7 +25,7 @@ STORE_VERSION = 1
 _REQUIRED = ("format", "version", "canvas", "modalities", "subjects", "displacement_scale")
 
 
-class StoreError(ValueError):
+class StoreError(GantlitzError, ValueError):
     """A missing, incomplete or corrupt prepared dataset; the message names the file."""
 
 

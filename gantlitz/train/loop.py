@@ -49,6 +49,8 @@ from .. import __version__, checkpoint, networks, presets
 from ..config import MODALITIES, AugmentConfig, ModelConfig, Preset, TrainConfig, to_dict
 from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
 from ..data.store import PatchStore, StoreError
+from ..device import configure_backends
+from ..errors import GantlitzError
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
@@ -76,7 +78,7 @@ _Z, _KEEP_FAKE, _KEEP_REAL, _AUG_D, _AUG_R1, _AUG_G, _MIX, _PREVIEW = range(1, 9
 _RANK_SEED_STRIDE = 1_000_003
 
 
-class TrainError(RuntimeError):
+class TrainError(GantlitzError, RuntimeError):
     """A training run that can not start or had to stop; the message says why and what to do."""
 
 
@@ -90,6 +92,8 @@ class RunExistsError(TrainError):
 
 class TrainingDiverged(TrainError):
     """A loss or a weight became NaN/Inf; the last good checkpoint is kept."""
+
+    exit_code = 3
 
 
 class TrainingInterrupted(TrainError):
@@ -426,15 +430,6 @@ def _mbstd_group(preset: Preset) -> int:
 # --------------------------------------------------------------------------------------------------
 # The trainer: networks, optimisers, augmentation and one step
 # --------------------------------------------------------------------------------------------------
-
-
-def configure_backends(precision: str, device: torch.device) -> None:
-    """TF32 on CUDA for tf32/bf16 (strict fp32 only for precision=fp32), cuDNN autotuning."""
-    if device.type == "cuda":
-        tf32 = precision in ("tf32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = True
 
 
 class Trainer:

@@ -1,0 +1,270 @@
+"""Every file the package writes goes through here: atomic writes, the overwrite rule, JSON, PIL images, GIFs.
+
+Rules, the same for every command:
+- a write goes to a temporary file in the destination folder and is renamed into place (readers never
+  see half a file; a killed writer leaves only a `.NAME.*.tmp*` file that `remove_temporaries` clears);
+- an existing file is replaced only with `overwrite=True`;
+- an output folder (`claim_dir`) is never the input nor a folder containing it, and `--overwrite` removes
+  only the entries the command itself writes, never unknown files;
+- a path that can not be written becomes an `OutputError` naming it (no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["atomic_path", "make_dirs", "refuse_existing", "write_json", "write_text", "save_image", "write_gif",
+           "check_output_dir", "claim_dir", "install_dir", "remove_temporaries", "run_info", "TEMP_GLOB", "OUTPUT_MAPS", "FORMATS", "output_paths",
+           "write_map"]
+
+OUTPUT_MAPS: tuple[str, ...] = ("albedo", "specular", "displacement", "normal")
+"""Map files written per texture, in contact-sheet order."""
+
+FORMATS: dict[str, str] = {"exr": ".exr", "png16": ".png", "tiff": ".tif"}
+"""Map formats → file suffix. EXR: half float (displacement float32); PNG: 16-bit; TIFF: 16-bit
+(displacement float32)."""
+
+TEMP_GLOB = ".*.tmp*"
+"""Names of temporary files `atomic_path` creates (`.NAME.<random>.tmp<suffix>`)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_dirs(folder: str | os.PathLike) -> Path:
+    """`mkdir -p`, with an `OutputError` naming the folder when that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(folder, "exists and is not a folder") from None
+    except NotADirectoryError:
+        raise OutputError(folder, "a parent of this path is a file, not a folder") from None
+    except PermissionError:
+        raise OutputError(folder, "permission denied (can not create this folder)") from None
+    except OSError as exc:
+        raise OutputError(folder, f"can not create this folder ({exc.strerror})") from None
+    return folder
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """Raise `OutputExistsError` naming the first existing path (and how many more), unless overwrite."""
+    if overwrite:
+        return
+    found = [Path(p) for p in paths if Path(p).exists()]
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise OutputExistsError(found[0], f"exists{more}; nothing was written (pass --overwrite to replace)")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix); on success it is renamed onto `path`.
+
+    Refuses an existing `path` unless overwrite (checked before and again just before the rename, in case
+    it appeared meanwhile). On any exception the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    if path.is_dir():
+        raise OutputError(path, "is a folder, expected a file name")
+    make_dirs(path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except PermissionError:
+        raise OutputError(path.parent, "permission denied (can not write in this folder)") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        refuse_existing([path], overwrite)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False, fsync: bool = False) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> Path:
+    """Write JSON (indented, newline-terminated) atomically; refuse to replace unless overwrite."""
+    return write_text(path, json.dumps(data, indent=2) + "\n", overwrite=overwrite)
+
+
+def save_image(image: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save a PIL image (contact sheets, figures) atomically; the format follows the suffix."""
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        image.save(tmp, format=path.suffix.lstrip(".").upper() or "PNG")
+    return path
+
+
+def write_gif(frames: Sequence[Any], path: str | os.PathLike, fps: float, overwrite: bool = False) -> Path:
+    """Ping-pong looping GIF of PIL frames, written atomically."""
+    seq = list(frames) + list(frames[-2:0:-1])
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=int(1000 / fps), loop=0)
+    return Path(path)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (not recursive); returns them."""
+    removed = []
+    for tmp in Path(folder).glob(TEMP_GLOB):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.warning("removed %d leftover temporary file(s) of an interrupted write in %s: %s", len(removed),
+                    folder, ", ".join(p.name for p in removed))
+    return removed
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_output_dir(
+    out: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False,
+    what: str = "output",
+) -> list[Path]:
+    """The first half of the overwrite rule, touching nothing: refuse an `out` that is or contains an input
+    (even with overwrite), that is a file, or that is non-empty without overwrite. Returns its entries."""
+    out = Path(out)
+    resolved = out.resolve()
+    for source in inputs:
+        if _inside(Path(source).resolve(), resolved):
+            raise OutputExistsError(out, f"is or contains the input {source}; choose another {what} folder "
+                                         "(nothing was touched)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, f"exists and is not a folder; choose another {what} folder")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not overwrite:
+        raise OutputExistsError(out, f"exists and is not empty; pass --overwrite to replace its {what} "
+                                     "(only the files this command writes are replaced; nothing was touched)")
+    return entries
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
+def _warn_kept(out: Path, kept: Sequence[Path]) -> None:
+    if kept:
+        log.warning("%s: kept %d file(s) this command did not write: %s", out, len(kept),
+                    ", ".join(e.name for e in kept[:5]) + (" ..." if len(kept) > 5 else ""))
+
+
+def claim_dir(
+    out: str | os.PathLike, *, owned: Callable[[Path], bool], inputs: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False, what: str = "output",
+) -> Path:
+    """Make `out` ready for a command's files under the one overwrite rule; returns it (created).
+
+    `check_output_dir`'s refusals first; then, with overwrite, only the top-level entries for which
+    `owned(entry)` holds (what this command writes) are removed; unknown entries are kept and listed.
+    """
+    out = Path(out)
+    entries = check_output_dir(out, inputs=inputs, overwrite=overwrite, what=what)
+    for entry in entries:
+        if owned(entry):
+            _remove(entry)
+    _warn_kept(out, [e for e in entries if not owned(e)])
+    return make_dirs(out)
+
+
+def install_dir(staging: str | os.PathLike, out: str | os.PathLike, *, owned: Callable[[Path], bool],
+                last: str | None = None) -> Path:
+    """Move the finished entries of `staging` into `out` (replacing them), then remove `out`'s other owned
+    entries; unknown entries stay. `last` (e.g. a manifest) is removed first and moved in last, so a
+    reader never sees it beside a half-replaced folder. A new `out` is `staging` renamed (atomic)."""
+    staging, out = Path(staging), Path(out)
+    if not out.exists():
+        os.replace(staging, out)
+        return out
+    new = {e.name for e in staging.iterdir()}
+    if last is not None:
+        (out / last).unlink(missing_ok=True)
+    for entry in sorted(staging.iterdir(), key=lambda e: e.name == last):
+        if (out / entry.name).is_dir() and not (out / entry.name).is_symlink():
+            shutil.rmtree(out / entry.name)
+        os.replace(entry, out / entry.name)
+    for entry in sorted(out.iterdir()):
+        if entry.name not in new and owned(entry):
+            _remove(entry)
+    _warn_kept(out, [e for e in sorted(out.iterdir()) if not owned(e)])
+    staging.rmdir()
+    return out
+
+
+def run_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance block for the JSON records: command, versions, machine."""
+    import torch
+
+    from . import __version__
+
+    info: dict[str, Any] = {
+        "command": shlex.join(["gantlitz", *sys.argv[1:]]),
+        "gantlitz_version": __version__,
+        "torch_version": torch.__version__,
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    info.update(extra or {})
+    return info
+
+
+def output_paths(out_dir: str | os.PathLike, seed: int, format: str = "exr") -> dict[str, Path]:
+    """`out_dir/seedNNNN/<map>.<ext>` for the four maps and `contact.png`."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    folder = Path(out_dir) / f"seed{int(seed):04d}"
+    paths = {name: folder / f"{name}{FORMATS[format]}" for name in OUTPUT_MAPS}
+    paths["contact"] = folder / "contact.png"
+    return paths
+
+
+def write_map(path: str | os.PathLike, array: Any, name: str, *, overwrite: bool = False) -> Path:
+    """One map file: EXR half float / PNG 16-bit / TIFF 16-bit; displacement float32 in EXR and TIFF."""
+    from .imageio import write_image
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    precise = name == "displacement"
+    if suffix == ".exr":
+        return write_image(path, array, float_exr=precise, overwrite=overwrite)
+    if suffix in (".tif", ".tiff"):
+        return write_image(path, array, bits=32 if precise else 16, overwrite=overwrite)
+    return write_image(path, array, bits=16, overwrite=overwrite)
