@@ -18,6 +18,7 @@ MODALITY_CHANNELS: dict[str, int] = {"albedo": 3, "specular": 1, "displacement":
 DATA_CHANNELS = sum(MODALITY_CHANNELS.values())
 
 DiscPos = Literal["sin", "uv", "none"]
+DiscPosInject = Literal["input", "project", "both"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ModelConfig:
     """Size of the learned per-modality embedding feeding the dual-style blocks."""
     pe_channels: int = 512
     """Channels of the sinusoidal positional-encoding input map (replaces StyleGAN2's constant)."""
+    pe_min_period: float = 3.0
+    """Shortest period of G's encoding in level-0 pixels (one level-0 pixel = patch/4 canvas pixels).
+    Periods shorter than a patch reach the output as an axis-aligned lattice unless D learns to reject
+    them; layout needs only periods of a patch and longer (docs/training.md)."""
     channel_base: int = 16384
     channel_max: int = 512
     g_halve_last: tuple[int, ...] = ()
@@ -49,6 +54,9 @@ class ModelConfig:
     disc_pos: DiscPos = "sin"
     """Location signal concatenated to D's input: 20 sinusoids, 2 raw UV channels, or none."""
     disc_pos_periods: int = 5
+    disc_pos_inject: DiscPosInject = "input"
+    """Where D receives the location: as input channels (the paper), as a projection of the patch
+    centre's encoding onto D's last features (conditional-GAN projection), or both."""
     disc_pos_scale: float = 0.1
     """Amplitude of D's location channels. At 1 the 20 unit sinusoids carry most of the first layer's
     input variance and D stays at chance (loss 2·ln 2) while G trains; at 0.1 D separates real from fake
@@ -110,14 +118,6 @@ class AugmentConfig:
     adaptive_freq: bool = False
     """ADAPTIVE-FREQ ablation: the mid-band filter follows the adaptive p instead of a constant."""
     modality_dropout: bool = False
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation schedule and loop settings (SPEC §7)."""
-
-    batch: int = 4
-    """Samples per step per process; each sample is generated once per modality."""
     noise_std: float = 0.1
     """Additive noise: σ = |N(0, noise_std)| per sample (ADA's default)."""
     cutout_size: float = 0.5
@@ -136,6 +136,14 @@ class TrainConfig:
     """Smallest width ratio σ2/σ1 of the difference of Gaussians."""
     ratio_max: float = 4.0
     """Largest width ratio σ2/σ1 (capped at sigma_max / sigma_min)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule and loop settings (SPEC §7)."""
+
+    batch: int = 4
+    """Samples per step per process; each sample is generated once per modality."""
     group_size: int = 2
     """Consecutive samples drawn from the same patch location; D's minibatch-stddev groups are these."""
     lr: float = 0.003

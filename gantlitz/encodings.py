@@ -19,12 +19,15 @@ def _sinusoids(coords: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
 
 
-def generator_periods(channels: int, canvas_level0: tuple[int, int]) -> torch.Tensor:
-    """Geometric periods (level-0 pixels) from 3 px up to 4x the padded long side of the level-0 canvas."""
+def generator_periods(channels: int, canvas_level0: tuple[int, int], min_period: float = 3.0) -> torch.Tensor:
+    """Geometric periods (level-0 pixels) from `min_period` up to 4x the padded long side of the level-0
+    canvas."""
     if channels % 4:
         raise ValueError(f"positional-encoding channels must be a multiple of 4, got {channels}")
     longest = 4.0 * (max(canvas_level0) + 10)
-    return torch.logspace(math.log10(3.0), math.log10(longest), channels // 4, dtype=torch.float64)
+    if not 2.0 <= min_period < longest:
+        raise ValueError(f"the shortest encoding period must lie in [2, {longest:g}) level-0 pixels, got {min_period}")
+    return torch.logspace(math.log10(min_period), math.log10(longest), channels // 4, dtype=torch.float64)
 
 
 def generator_input(
@@ -54,6 +57,23 @@ def disc_channels(mode: DiscPos, periods: int = 5) -> int:
 def disc_periods(patch: int, canvas: tuple[int, int], count: int = 5) -> torch.Tensor:
     """Periods from 2x the patch side to 2x the long canvas side, spaced geometrically (§4.4.4)."""
     return torch.logspace(math.log10(2.0 * patch), math.log10(2.0 * max(canvas)), count, dtype=torch.float64)
+
+
+def disc_centre(
+    mode: DiscPos, tops: torch.Tensor, lefts: torch.Tensor, size: int, canvas: tuple[int, int], periods: int = 5
+) -> torch.Tensor | None:
+    """The location features of each patch's centre → (B, C) (the same functions as `disc_input`), or None."""
+    if mode == "none":
+        return None
+    centre = size / 2.0
+    rows = tops.to(torch.float64)[:, None] + centre
+    cols = lefts.to(torch.float64)[:, None] + centre
+    if mode == "uv":
+        return torch.cat([rows / canvas[0] * 2 - 1, cols / canvas[1] * 2 - 1], dim=1).float()
+    if mode == "sin":
+        per = disc_periods(size, canvas, periods).to(tops.device)
+        return torch.cat([_sinusoids(rows, per)[..., 0], _sinusoids(cols, per)[..., 0]], dim=1).float()
+    raise ValueError(f"unknown discriminator position mode {mode!r}")
 
 
 def disc_input(

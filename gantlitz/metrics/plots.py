@@ -12,17 +12,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["kid_boxplot", "spectra_plot", "format_mean_std"]
+__all__ = ["figure", "kid_boxplot", "spectra_plot", "format_mean_std"]
 
 
-def _figure(width: float, height: float, ncols: int = 1, width_ratios=None):
+def figure(width: float, height: float, nrows: int = 1, ncols: int = 1, width_ratios=None):
+    """A headless Matplotlib figure (Agg canvas, no pyplot state) and its axes as a list of rows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False, gridspec_kw={"width_ratios": width_ratios} if width_ratios else None)
-    return fig, list(axes[0])
+    axes = fig.subplots(nrows, ncols, squeeze=False,
+                        gridspec_kw={"width_ratios": width_ratios} if width_ratios else None)
+    return fig, [list(row) for row in axes]
 
 
 def _cmap(name: str):
@@ -60,9 +62,9 @@ def kid_boxplot(
     data = [np.asarray(values[k], dtype=np.float64) for k in names]
     width = max(4.0, 1.1 * len(names) + 1.5)
     if inset is not None:
-        fig, (ax, ax_img) = _figure(width + 3.2, 4.6, 2, [width, 3.0])
+        fig, [[ax, ax_img]] = figure(width + 3.2, 4.6, 1, 2, [width, 3.0])
     else:
-        fig, (ax,) = _figure(width, 4.6)
+        fig, [[ax]] = figure(width, 4.6)
     box = ax.boxplot(data, showfliers=True, patch_artist=True, widths=0.6,
                      flierprops=dict(marker=".", markersize=2, alpha=0.4))
     colours = _cmap("tab10")
@@ -110,7 +112,7 @@ def spectra_plot(
     modalities = list(spectra)
     if not modalities:
         raise ValueError("no spectra to plot")
-    fig, axes = _figure(4.4 * len(modalities), 3.8, len(modalities))
+    fig, [axes] = figure(4.4 * len(modalities), 3.8, 1, len(modalities))
     colours = _cmap("tab10")
     for ax, modality in zip(axes, modalities):
         k = 0

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import DATA_CHANNELS, ModelConfig
-from ..encodings import disc_channels, disc_input
+from ..encodings import disc_centre, disc_channels, disc_input
 from .layers import EqualConv2d, EqualLinear
 
 
@@ -46,7 +46,9 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         self.canvas = (cfg.canvas_height, cfg.canvas_width)
         chans = cfg.d_channels()
-        in_ch = DATA_CHANNELS + disc_channels(cfg.disc_pos, cfg.disc_pos_periods)
+        pos_ch = disc_channels(cfg.disc_pos, cfg.disc_pos_periods)
+        self.pos_input = pos_ch > 0 and cfg.disc_pos_inject in ("input", "both")
+        in_ch = DATA_CHANNELS + (pos_ch if self.pos_input else 0)
         self.from_rgb = EqualConv2d(in_ch, chans[0], 1, conv_clamp=cfg.conv_clamp)
         self.blocks = nn.ModuleList(
             DiscriminatorBlock(a, b, cfg.conv_clamp) for a, b in zip(chans[:-1], chans[1:])
@@ -55,6 +57,11 @@ class Discriminator(nn.Module):
         self.epilogue_conv = EqualConv2d(last + 1, last, 3, conv_clamp=cfg.conv_clamp)
         self.fc = EqualLinear(last * 16, last, activate=True)
         self.out = EqualLinear(last, 1)
+        # Projection conditioning: logit += <features, embed(location)> / sqrt(C). D must then explain a
+        # patch *given* where it is, which input channels at a small amplitude do not force.
+        self.pos_embed = None
+        if pos_ch > 0 and cfg.disc_pos_inject in ("project", "both"):
+            self.pos_embed = nn.Sequential(EqualLinear(pos_ch, last, activate=True), EqualLinear(last, last))
 
     def forward(
         self, images: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, group_size: int = 1
@@ -65,12 +72,19 @@ class Discriminator(nn.Module):
                 f"discriminator expects (B, {DATA_CHANNELS}, {self.cfg.patch_size}, {self.cfg.patch_size}), "
                 f"got {tuple(images.shape)}"
             )
-        pos = disc_input(self.cfg.disc_pos, tops.to(images.device), lefts.to(images.device), size, self.canvas,
-                         self.cfg.disc_pos_periods)
-        x = images if pos is None else torch.cat([images, (pos * self.cfg.disc_pos_scale).to(images.dtype)], dim=1)
+        cfg = self.cfg
+        tops, lefts = tops.to(images.device), lefts.to(images.device)
+        x = images
+        if self.pos_input:
+            pos = disc_input(cfg.disc_pos, tops, lefts, size, self.canvas, cfg.disc_pos_periods)
+            x = torch.cat([images, (pos * cfg.disc_pos_scale).to(images.dtype)], dim=1)
         x = self.from_rgb(x)
         for block in self.blocks:
             x = block(x)
         x = self.epilogue_conv(minibatch_stddev(x, group_size))
         x = self.fc(x.flatten(1).float())
-        return self.out(x).squeeze(1)
+        logits = self.out(x).squeeze(1)
+        if self.pos_embed is not None:
+            centre = disc_centre(cfg.disc_pos, tops, lefts, size, self.canvas, cfg.disc_pos_periods)
+            logits = logits + (x * self.pos_embed(centre)).sum(1) / math.sqrt(x.shape[1])
+        return logits

@@ -107,7 +107,7 @@ class Generator(nn.Module):
             levels.append(SynthesisLevel(in_ch, channels, cfg))
             in_ch = channels
         self.levels = nn.ModuleList(levels)
-        periods = generator_periods(cfg.pe_channels, canvas_level0(*self.canvas, self.patch_size))
+        periods = generator_periods(cfg.pe_channels, canvas_level0(*self.canvas, self.patch_size), cfg.pe_min_period)
         self.register_buffer("pe_periods", periods, persistent=False)
         if mask is None:
             mask = torch.ones(self.canvas, dtype=torch.uint8)

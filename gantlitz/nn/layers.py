@@ -175,7 +175,8 @@ class EqualConv2d(nn.Module):
 
 def blur_down2(x: torch.Tensor) -> torch.Tensor:
     """Anti-aliased ×2 down-sampling: [1,3,3,1] blur with stride 2 ('same' padding), n → n/2."""
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0], device=x.device, dtype=x.dtype)
+    # [1, 3, 3, 1] made on the device (a host-built tensor would be a synchronising copy in every D pass)
+    k = 4.0 - (2.0 * torch.arange(4, device=x.device, dtype=x.dtype) - 3.0).abs()
     k = (k[:, None] * k[None, :]) / 64.0
     c = x.shape[1]
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.expand(c, 1, 4, 4), stride=2, groups=c)

@@ -10,8 +10,9 @@ One step, per process:
    both; ADA's r_t accumulates sign(D(real));
 4. every `r1_interval` steps a separate R1 step: (γ/2)‖∇_x D(x)‖²·interval on freshly augmented reals,
    x = D's input (detached after augmentation), Adam of D corrected for lazy regularisation;
-5. generator step: non-saturating loss through D (frozen) on a fresh augmentation of the same fakes
-   (one G forward per step serves both phases); w_avg updated;
+5. generator step: non-saturating loss through D (frozen) on a fresh augmentation of the same fakes,
+   generated again with autograd (the D step's fakes are made without a graph, so G's graph never
+   coexists with D's); w_avg updated;
 6. G_ema ← lerp towards G (decay 0.999), buffers copied; every `ada_interval` steps p adapts.
 
 Every random draw is a pure function of (seed, step, rank, purpose), through a `torch.Generator` seeded
@@ -49,8 +50,7 @@ from .. import __version__, checkpoint, networks, presets
 from ..config import MODALITIES, AugmentConfig, ModelConfig, Preset, TrainConfig, to_dict
 from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
 from ..data.store import PatchStore, StoreError
-from ..device import configure_backends
-from ..errors import GantlitzError
+from ..nn.generator import check_regions
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
@@ -78,7 +78,7 @@ _Z, _KEEP_FAKE, _KEEP_REAL, _AUG_D, _AUG_R1, _AUG_G, _MIX, _PREVIEW = range(1, 9
 _RANK_SEED_STRIDE = 1_000_003
 
 
-class TrainError(GantlitzError, RuntimeError):
+class TrainError(RuntimeError):
     """A training run that can not start or had to stop; the message says why and what to do."""
 
 
@@ -92,8 +92,6 @@ class RunExistsError(TrainError):
 
 class TrainingDiverged(TrainError):
     """A loss or a weight became NaN/Inf; the last good checkpoint is kept."""
-
-    exit_code = 3
 
 
 class TrainingInterrupted(TrainError):
@@ -432,6 +430,15 @@ def _mbstd_group(preset: Preset) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def configure_backends(precision: str, device: torch.device) -> None:
+    """TF32 on CUDA for tf32/bf16 (strict fp32 only for precision=fp32), cuDNN autotuning."""
+    if device.type == "cuda":
+        tf32 = precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+
+
 class Trainer:
     """G, G_ema, D, their optimisers, the augmentation and its adaptive p; `step()` runs one training step.
 
@@ -461,7 +468,11 @@ class Trainer:
         self.d_lr_ratio = d_lr / cfg.lr
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8, **fused)
         self.augment = Augment(cfg.augment, preset.model.patch_size).to(self.device)
-        self.ada = AdaptiveP.from_config(cfg.augment, reduce=distributed.all_reduce_sum if world_size > 1 else None)
+        self.ada = AdaptiveP.from_config(cfg.augment, reduce=distributed.all_reduce_sum if world_size > 1 else None,
+                                         device=self.device)
+        # One generator per purpose on the training device, re-seeded every step: no per-call generators,
+        # no random numbers copied from host memory.
+        self._generators: dict[int, torch.Generator] = {}
         self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
         # torch.compile: the main G and D passes; R1 (double backward) runs the eager D.
         if cfg.compile:
@@ -476,25 +487,29 @@ class Trainer:
                               enabled=self.autocast_dtype is not None)
 
     def _gen(self, step: int, purpose: int) -> torch.Generator:
-        return step_generator(self.cfg.seed, step, self.rank, purpose)
+        """The purpose's device generator, seeded as `step_generator(seed, step, rank, purpose)` (host-side
+        seeding only: no device synchronisation)."""
+        gen = self._generators.get(purpose)
+        if gen is None:
+            gen = self._generators[purpose] = torch.Generator(device=self.device)
+        return gen.manual_seed(step_generator(self.cfg.seed, step, self.rank, purpose).initial_seed())
 
     def latents(self, step: int, batch: int, *, update_w_avg: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(ws, noise seeds) for `batch` samples at `step`, style mixing included."""
-        g = self._gen(step, _Z)
-        z = torch.randn(batch, self.G.cfg.z_dim, generator=g)
-        seeds = torch.randint(0, 2**31 - 1, (batch,), generator=g)
-        ws = self.G.mapping(z.to(self.device, non_blocking=True), update_w_avg=update_w_avg)
+        g, dev = self._gen(step, _Z), self.device
+        z = torch.randn(batch, self.G.cfg.z_dim, generator=g, device=dev)
+        seeds = torch.randint(0, 2**31 - 1, (batch,), generator=g, device=dev)
+        ws = self.G.mapping(z, update_w_avg=update_w_avg)
         if self.cfg.style_mixing > 0:
             gm = self._gen(step, _MIX)
-            z2 = torch.randn(batch, self.G.cfg.z_dim, generator=gm)
-            mix = torch.rand(batch, generator=gm) < self.cfg.style_mixing
-            cut = torch.randint(1, self.G.num_ws, (batch,), generator=gm)
+            z2 = torch.randn(batch, self.G.cfg.z_dim, generator=gm, device=dev)
+            mix = torch.rand(batch, generator=gm, device=dev) < self.cfg.style_mixing
+            cut = torch.randint(1, self.G.num_ws, (batch,), generator=gm, device=dev)
             cut = torch.where(mix, cut, torch.full_like(cut, self.G.num_ws))
-            ws2 = self.G.mapping(z2.to(self.device), update_w_avg=False)
-            layer = torch.arange(self.G.num_ws)[None, :]
-            sel = (layer >= cut[:, None]).to(self.device)[:, :, None]
+            ws2 = self.G.mapping(z2, update_w_avg=False)
+            sel = (torch.arange(self.G.num_ws, device=dev)[None, :] >= cut[:, None])[:, :, None]
             ws = torch.where(sel, ws2, ws)
-        return ws, seeds.to(self.device, non_blocking=True)
+        return ws, seeds
 
     def set_lr(self, step: int) -> float:
         lr = losses.warmup_lr(step, self.cfg.lr, self.cfg.warmup_steps)
@@ -504,33 +519,45 @@ class Trainer:
             group["lr"] = lr * self.d_lr_ratio
         return lr
 
+    def fakes(self, step: int, tops: torch.Tensor, lefts: torch.Tensor, *, update_w_avg: bool) -> torch.Tensor:
+        """The step's fake batch at the real batch's locations; the same values at every call for a step."""
+        b = tops.shape[0]
+        ws, seeds = self.latents(step, b, update_w_avg=update_w_avg)
+        keep, kept = None, None
+        if self.modalities_per_sample < len(MODALITIES):  # modality dropout
+            keep, kept = sample_modality_keep(b, self._gen(step, _KEEP_FAKE)), self.modalities_per_sample
+        with self._autocast():
+            return self.G_fwd(ws, tops, lefts, seeds, keep=keep, kept=kept)
+
     def step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One training step (G forward, D step, lazy R1 step, G step, EMA); returns detached 0-d losses."""
+        """One training step (D step on fakes made without a graph, lazy R1 step, G step on a second G pass,
+        EMA); returns detached 0-d losses. Nothing in it waits for the device.
+
+        G runs twice (as in StyleGAN2-ADA): generating the D step's fakes without autograd and again for
+        the G step means G's graph never coexists with D's, which bounds peak memory by the larger of the
+        two phases instead of their sum. Both passes give the same fakes (same latents and noise)."""
         cfg = self.cfg
         b = real.shape[0]
+        if tops.device.type == "cpu" and lefts.device.type == "cpu":
+            check_regions(self.preset.model.patch_size, real.shape[-2], real.shape[-1], tops, lefts)
         real = real.to(self.device, non_blocking=True)
         tops = tops.to(self.device, non_blocking=True)
         lefts = lefts.to(self.device, non_blocking=True)
         self.set_lr(step)
-        p = self.ada.p
-        dropout = cfg.augment.modality_dropout and cfg.augment.enabled
+        p = self.ada.p_tensor
         group = self.mbstd_group
-
-        # --- fakes at the real batch's locations (kept for the G step) ----------------------------
-        self.G.requires_grad_(True)
-        ws, seeds = self.latents(step, b, update_w_avg=True)
-        keep = sample_modality_keep(b, self._gen(step, _KEEP_FAKE), device=self.device) if dropout else None
-        with self._autocast():
-            fake = self.G_fwd(ws, tops, lefts, seeds, keep=keep)
-        if dropout:
-            real = drop_modalities(real, sample_modality_keep(b, self._gen(step, _KEEP_REAL), device=self.device))
+        if self.modalities_per_sample < len(MODALITIES):
+            real = drop_modalities(real, sample_modality_keep(b, self._gen(step, _KEEP_REAL)))
 
         # --- discriminator: logistic loss on fakes and reals in one pass --------------------------
+        with torch.no_grad():
+            fake = self.fakes(step, tops, lefts, update_w_avg=False)
         self.D.requires_grad_(True)
         g_aug = self._gen(step, _AUG_D)
         with self._autocast():
-            both = torch.cat([self.augment(fake.detach(), p, g_aug), self.augment(real, p, g_aug)])
+            both = torch.cat([self.augment(fake, p, g_aug), self.augment(real, p, g_aug)])
             logits = self.D_fwd(both, torch.cat([tops, tops]), torch.cat([lefts, lefts]), group)
+        del fake, both
         fake_logits, real_logits = logits[:b].float(), logits[b:].float()
         loss_d = losses.d_logistic(real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
@@ -552,9 +579,12 @@ class Trainer:
             loss_r1.backward()
             distributed.all_reduce_grads(self.D.parameters())
             self.opt_D.step()
+            del real_aug, r_logits
 
-        # --- generator: non-saturating loss through the frozen D ------------------------------------
+        # --- generator: non-saturating loss through the frozen D, on a second G pass ----------------
         self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        fake = self.fakes(step, tops, lefts, update_w_avg=True)
         with self._autocast():
             g_logits = self.D_fwd(self.augment(fake, p, self._gen(step, _AUG_G)), tops, lefts, group).float()
         loss_g = losses.g_nonsaturating(g_logits)

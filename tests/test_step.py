@@ -1,0 +1,70 @@
+"""The training step (`Trainer.step`): offsets checked on the host, same fakes from both G passes, and on
+CUDA no host synchronisation at all (`torch.cuda.set_sync_debug_mode("error")`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SMALL_PRESET, ellipse_mask
+
+from gantlitz.train.loop import Trainer, apply_overrides
+
+
+def _batch(trainer: Trainer, seed: int = 0, pin: bool = False):
+    p = trainer.preset.model.patch_size
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.rand(4, 5, p, p, generator=gen) * 2 - 1
+    tops, lefts = torch.tensor([0, 0, 32, 32]), torch.tensor([32, 32, 0, 0])
+    if pin:
+        real, tops, lefts = real.pin_memory(), tops.pin_memory(), lefts.pin_memory()
+    return real, tops, lefts
+
+
+def _trainer(device: str = "cpu", **overrides) -> Trainer:
+    preset = apply_overrides(SMALL_PRESET, {"train.group_size": 2, **overrides})
+    return Trainer(preset, ellipse_mask(), device=device)
+
+
+def test_unaligned_offsets_are_rejected_before_any_work(one_thread):
+    trainer = _trainer()
+    real, tops, lefts = _batch(trainer)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    with pytest.raises(ValueError, match="aligned"):
+        trainer.step(0, real, tops + 3, lefts)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_both_generator_passes_give_the_same_fakes(one_thread, dropout):
+    trainer = _trainer(**{"train.augment.modality_dropout": dropout})
+    _, tops, lefts = _batch(trainer)
+    with torch.no_grad():
+        first = trainer.fakes(5, tops, lefts, update_w_avg=False)
+    second = trainer.fakes(5, tops, lefts, update_w_avg=True)
+    assert second.requires_grad and torch.equal(first, second.detach())
+    kept = (second.detach().flatten(2).abs().amax(2) > 0)
+    assert (kept[:, [0, 3, 4]].sum(1) == (2 if dropout else 3)).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_training_steps_never_synchronise(precision, dropout):
+    """Steps 2..8 cover a lazy R1 step (4) and two ADA adjustments (3, 7 with interval 4)."""
+    trainer = _trainer("cuda", **{"train.precision": precision, "train.augment.modality_dropout": dropout,
+                                  "train.r1_interval": 4, "train.augment.ada_interval": 4,
+                                  "train.augment.ada_kimg": 0.01})
+    batches = [_batch(trainer, seed, pin=True) for seed in range(2)]
+    for step in range(2):  # warm-up: lazy initialisation, cuDNN autotuning
+        trainer.step(step, *batches[step % 2])
+    torch.cuda.synchronize()
+    outputs = []
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 9):
+            outputs.append(trainer.step(step, *batches[step % 2]))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(torch.isfinite(v).all() for out in outputs for v in out.values())
+    assert "loss/R1" in outputs[2] and trainer.ada.adjustments == 2
