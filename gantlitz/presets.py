@@ -10,7 +10,7 @@ import dataclasses
 from .config import AugmentConfig, ModelConfig, Preset, TrainConfig
 
 _L_MODEL = ModelConfig()
-_S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1), d_halve_first=(1, 1))
+_S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1))  # paper §4.3.1: D keeps L's widths
 _S_TRAIN = TrainConfig(
     batch=3, group_size=3, augment=AugmentConfig(modality_dropout=True)
 )
@@ -37,7 +37,7 @@ _PRESETS: dict[str, Preset] = {
         Preset("gantlitz-l", _L_MODEL, TrainConfig(batch=4, group_size=2),
                description="GANtlitz-L: full capacity, all three modalities per sample"),
         Preset("gantlitz-s", _S_MODEL, _S_TRAIN,
-               description="GANtlitz-S: last two G levels and first two D layers halved, modality dropout"),
+               description="GANtlitz-S: last two G levels halved (D as in L), modality dropout"),
         _ablation("no-aug", "GANtlitz-S without any augmentation", enabled=False),
         _ablation("adaptive-freq", "GANtlitz-S with the mid-band filter at the adaptive p", adaptive_freq=True),
         _ablation(
