@@ -29,7 +29,7 @@ from .errors import OutputError, OutputExistsError
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "make_dirs", "refuse_existing", "write_json", "write_text", "save_image", "write_gif",
-           "check_output_dir", "claim_dir", "install_dir", "remove_temporaries", "run_info", "TEMP_GLOB", "OUTPUT_MAPS", "FORMATS", "output_paths",
+           "contains", "check_output_dir", "claim_dir", "remove_owned", "install_dir", "remove_temporaries", "run_info", "TEMP_GLOB", "OUTPUT_MAPS", "FORMATS", "output_paths",
            "write_map"]
 
 OUTPUT_MAPS: tuple[str, ...] = ("albedo", "specular", "displacement", "normal")
@@ -147,8 +147,10 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _inside(inner: Path, outer: Path) -> bool:
-    return inner == outer or outer in inner.parents
+def contains(outer: str | os.PathLike, inner: str | os.PathLike) -> bool:
+    """Whether `inner` is `outer` or lies below it (paths resolved)."""
+    a, b = Path(outer).resolve(), Path(inner).resolve()
+    return a == b or a in b.parents
 
 
 def check_output_dir(
@@ -158,9 +160,8 @@ def check_output_dir(
     """The first half of the overwrite rule, touching nothing: refuse an `out` that is or contains an input
     (even with overwrite), that is a file, or that is non-empty without overwrite. Returns its entries."""
     out = Path(out)
-    resolved = out.resolve()
     for source in inputs:
-        if _inside(Path(source).resolve(), resolved):
+        if contains(out, source):
             raise OutputExistsError(out, f"is or contains the input {source}; choose another {what} folder "
                                          "(nothing was touched)")
     if out.exists() and not out.is_dir():
@@ -180,9 +181,20 @@ def _remove(entry: Path) -> None:
 
 
 def _warn_kept(out: Path, kept: Sequence[Path]) -> None:
+    kept = [e for e in kept if not e.name.startswith(".")]  # locks and temporaries are not the user's
     if kept:
         log.warning("%s: kept %d file(s) this command did not write: %s", out, len(kept),
                     ", ".join(e.name for e in kept[:5]) + (" ..." if len(kept) > 5 else ""))
+
+
+def remove_owned(out: str | os.PathLike, owned: Callable[[Path], bool]) -> None:
+    """Remove the top-level entries of `out` that `owned` claims; list the others in a warning."""
+    out = Path(out)
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    for entry in entries:
+        if owned(entry):
+            _remove(entry)
+    _warn_kept(out, [e for e in entries if not owned(e)])
 
 
 def claim_dir(
@@ -194,12 +206,8 @@ def claim_dir(
     `check_output_dir`'s refusals first; then, with overwrite, only the top-level entries for which
     `owned(entry)` holds (what this command writes) are removed; unknown entries are kept and listed.
     """
-    out = Path(out)
-    entries = check_output_dir(out, inputs=inputs, overwrite=overwrite, what=what)
-    for entry in entries:
-        if owned(entry):
-            _remove(entry)
-    _warn_kept(out, [e for e in entries if not owned(e)])
+    check_output_dir(out, inputs=inputs, overwrite=overwrite, what=what)
+    remove_owned(out, owned)
     return make_dirs(out)
 
 

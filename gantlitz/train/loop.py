@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
-import json
 import logging
 import math
 import os
-import platform
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -46,14 +42,18 @@ from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from .. import __version__, checkpoint, networks, presets
+from .. import checkpoint, networks, presets
 from ..config import MODALITIES, AugmentConfig, ModelConfig, Preset, TrainConfig, to_dict
 from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
 from ..data.store import PatchStore, StoreError
 from ..nn.generator import check_regions
+from ..device import configure_backends
+from ..errors import UsageError
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
+from .run import (ConfigError, Resumable, RunDirectory, RunExistsError, TrainError, TrainingDiverged,
+                  TrainingInterrupted, check_dataset, history_entry, versions)
 
 log = logging.getLogger(__name__)
 
@@ -76,34 +76,6 @@ __all__ = [
 # Purposes of the per-step random streams (never reuse a number for a new purpose).
 _Z, _KEEP_FAKE, _KEEP_REAL, _AUG_D, _AUG_R1, _AUG_G, _MIX, _PREVIEW = range(1, 9)
 _RANK_SEED_STRIDE = 1_000_003
-
-
-class TrainError(RuntimeError):
-    """A training run that can not start or had to stop; the message says why and what to do."""
-
-
-class ConfigError(TrainError, ValueError):
-    """Bad preset / override / dataset combination."""
-
-
-class RunExistsError(TrainError):
-    """The run directory already holds checkpoints and neither resume nor overwrite was asked for."""
-
-
-class TrainingDiverged(TrainError):
-    """A loss or a weight became NaN/Inf; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(TrainError):
-    """SIGINT/SIGTERM: a checkpoint was written; resume with --resume."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,15 +402,6 @@ def _mbstd_group(preset: Preset) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def configure_backends(precision: str, device: torch.device) -> None:
-    """TF32 on CUDA for tf32/bf16 (strict fp32 only for precision=fp32), cuDNN autotuning."""
-    if device.type == "cuda":
-        tf32 = precision in ("tf32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = True
-
-
 class Trainer:
     """G, G_ema, D, their optimisers, the augmentation and its adaptive p; `step()` runs one training step.
 
@@ -659,23 +622,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _versions() -> dict[str, str]:
-    return {"gantlitz": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__, "cuda": str(torch.version.cuda), "platform": platform.platform()}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _prune(folder: Path, keep: int) -> None:
-    found = sorted(folder.glob(checkpoint.CHECKPOINT_GLOB))
-    for old in found[: max(len(found) - keep, 0)]:
-        old.unlink(missing_ok=True)
-
-
 class _StopFlag:
     """SIGINT/SIGTERM → finish the step, checkpoint, stop. A second SIGINT aborts at once."""
 
@@ -697,22 +643,6 @@ class _StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
-
-
-def _trim_metrics(path: Path, start_step: int) -> None:
-    """Drop metrics logged after `start_step` (a resumed run logs those steps again)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line).get("step", 0)) <= start_step:
-                kept.append(line)
-        except (ValueError, AttributeError):
-            continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
 
 
 def _dataset_meta(store: Any) -> dict[str, Any]:
@@ -786,6 +716,70 @@ class _Previewer:
 # --------------------------------------------------------------------------------------------------
 
 
+def _check_budget(steps: int | None, kimg: float | None, max_minutes: float | None) -> None:
+    """Refuse impossible lengths before anything is created."""
+    if steps is not None and kimg is not None:
+        raise UsageError("give steps or kimg, not both")
+    if steps is not None and steps < 0:
+        raise UsageError(f"--steps {steps}: must be 0 or more")
+    if kimg is not None and not (math.isfinite(kimg) and kimg > 0):
+        raise UsageError(f"--kimg {kimg}: must be a positive number of thousand samples")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise UsageError(f"--minutes {max_minutes}: must be a positive number of minutes")
+
+
+def _open_store(data: str | os.PathLike) -> PatchStore:
+    try:
+        return PatchStore(data)
+    except StoreError as exc:
+        raise ConfigError(f"dataset: {exc}") from None
+
+
+def _resolve_run_preset(
+    preset: str | Preset | None, overrides: Any, store: Any, data: Any, resumed: Resumable | None,
+) -> Preset:
+    """The preset of a fresh run (preset + overrides against the dataset), or of the run being resumed
+    (only train.* settings may change)."""
+    if resumed is None:
+        if preset is None:
+            raise ConfigError(f"choose a preset (--preset NAME): {', '.join(presets.names())}")
+        try:
+            return resolve_preset(preset, overrides, canvas=store.canvas, data_path=data)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0])) from None
+    from ..config import preset_from_dict
+
+    saved = preset_from_dict(resumed.meta["preset"])
+    if isinstance(preset, str) and preset != saved.name:
+        log.warning("--preset %s differs from the run's preset %s: continuing with %s", preset, saved.name, saved.name)
+    resolved = resolve_preset(saved, overrides, canvas=None if saved.global_res else store.canvas, data_path=data)
+    if resolved.model != saved.model or resolved.global_res != saved.global_res:
+        raise ConfigError(f"{resumed.path}: the overrides change the model of the run being resumed; only train.* "
+                          "settings may change on --resume")
+    return resolved
+
+
+def _with_length(resolved: Preset, steps: int | None, kimg: float | None, world: int, start_step: int) -> Preset:
+    """Apply --steps / --kimg; a total behind the resumed step is an error, not a silent restart."""
+    if steps is not None or kimg is not None:
+        total = int(steps) if steps is not None else math.ceil(float(kimg) * 1000 / (resolved.train.batch * world))
+        resolved = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, steps=total))
+    if resolved.train.steps < start_step:
+        raise ConfigError(f"the run is at step {start_step}, past the requested total of {resolved.train.steps} "
+                          "steps; ask for more steps (--steps/--kimg) to continue it")
+    return resolved
+
+
+def _run_dataset_meta(store: Any, resolved: Preset) -> dict[str, Any]:
+    meta = _dataset_meta(store)
+    if resolved.global_res is not None:
+        # The global model's canvas is R x R: heights in its pixels are scaled by R / source width.
+        r = resolved.global_res
+        meta.update({"source_canvas": meta["canvas"], "canvas": [r, r], "global_res": r,
+                     "displacement_scale": meta["displacement_scale"] * r / store.canvas[1]})
+    return meta
+
+
 def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -808,211 +802,190 @@ def train(
     directory `out`.
 
     `steps` (total steps) or `kimg` (thousands of real samples over all processes) override
-    `train.steps`; `resume` continues from the latest checkpoint of `out` (starting fresh if there is
-    none); `overwrite` clears a previous run's checkpoints, logs and previews; `max_minutes` stops after
-    that much wall time as if the run had ended (final checkpoint + model). Writes RUN/config.json,
+    `train.steps`; `resume` continues from the newest valid checkpoint of `out` (starting fresh if there
+    is no run); `overwrite` clears a previous run's own files (never other files); `max_minutes` stops
+    after that much wall time as if the run had ended (final checkpoint + model). Writes RUN/config.json,
     RUN/checkpoints/step-*.safetensors (every train.checkpoint_every steps, the last
     train.keep_checkpoints kept), RUN/model.safetensors (G_ema) at the end, TensorBoard logs, previews.
+    The run directory is locked while training (`gantlitz.train.run`).
 
-    Raises `ConfigError`, `RunExistsError`, `TrainingDiverged` (NaN/Inf; last good checkpoint kept) or
-    `TrainingInterrupted` (SIGINT/SIGTERM; checkpoint written). Launch with torchrun for several GPUs.
+    Raises `ConfigError`, `RunExistsError`, `RunLockedError`, `TrainingDiverged` (NaN/Inf; last good
+    checkpoint kept) or `TrainingInterrupted` (SIGINT/SIGTERM; checkpoint written). Launch with torchrun
+    for several GPUs.
     """
-
+    _check_budget(steps, kimg, max_minutes)
     t_start = time.time()
+    store = _open_store(data)
+    run = RunDirectory(Path(out))
+    run.check(data=data, resume=resume, overwrite=overwrite)
     info = distributed.setup(device)
     try:
-        out = Path(out)
+        resumed = run.resumable() if resume else None
+        start_step = resumed.step if resumed is not None else 0
+        resolved = _resolve_run_preset(preset, overrides, store, data, resumed)
+        resolved = _with_length(resolved, steps, kimg, info.world_size, start_step)
+        if info.is_main:
+            run.open(overwrite=overwrite, resume=resume)
         try:
-            store = PatchStore(data)
-        except StoreError as exc:
-            raise ConfigError(f"dataset: {exc}") from None
-        ckpt_dir = out / "checkpoints"
-        latest = checkpoint.latest(ckpt_dir) if ckpt_dir.is_dir() else None
-        if latest is not None and not resume and not overwrite:
-            raise RunExistsError(
-                f"{out} already holds checkpoints (latest: {latest.name}); pass --resume to continue it or "
-                "--overwrite to start over (its checkpoints, logs and previews are deleted)"
-            )
-        ckpt_tensors: dict[str, torch.Tensor] | None = None
-        ckpt_meta: dict[str, Any] | None = None
-        if resume and latest is not None:
-            ckpt_tensors, ckpt_meta = checkpoint.load(latest)
-            from ..config import preset_from_dict
+            distributed.barrier()
+            trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank,
+                              world_size=info.world_size)
+            dataset_meta = _run_dataset_meta(store, resolved)
+            if resumed is not None:
+                check_dataset(resumed, dataset_meta)
+                trainer.load_state(resumed.tensors, resumed.meta)
+                resumed.tensors.clear()
+            if info.is_main:
+                run.record_start(history_entry(command, start_step, info.world_size, info.device), {
+                    "preset": to_dict(resolved), "base_preset": resolved.name,
+                    "overrides": dict(overrides) if isinstance(overrides, Mapping) else
+                    parse_overrides(list(overrides or [])),
+                    "steps": resolved.train.steps, "data": dataset_meta, "versions": versions(),
+                }, resume=resume)
+                run.trim_metrics(start_step)
+            session = _Session(trainer, run, store, resolved, info, dataset_meta,
+                               last_checkpoint=resumed.path if resumed is not None else None,
+                               max_minutes=max_minutes, t_start=t_start, data=data)
+            return session.run(start_step, progress=progress, tensorboard=tensorboard, previews=previews,
+                               handle_signals=handle_signals)
+        finally:
+            if info.is_main:
+                run.close()
+    finally:
+        distributed.cleanup(info)
 
-            saved = preset_from_dict(ckpt_meta["preset"])
-            if isinstance(preset, str) and preset != saved.name:
-                log.warning("--preset %s differs from the run's preset %s: continuing with %s", preset, saved.name,
-                            saved.name)
-            resolved = resolve_preset(saved, overrides, canvas=None if saved.global_res else store.canvas,
-                                      data_path=data)
-            if resolved.model != saved.model or resolved.global_res != saved.global_res:
-                raise ConfigError(
-                    f"{latest}: the overrides change the model of the run being resumed; only train.* settings "
-                    "may change on --resume"
-                )
-        else:
-            if preset is None:
-                raise ConfigError(f"choose a preset (--preset NAME): {', '.join(presets.names())}")
-            try:
-                resolved = resolve_preset(preset, overrides, canvas=store.canvas, data_path=data)
-            except KeyError as exc:
-                raise ConfigError(str(exc.args[0])) from None
-        world = info.world_size
-        if steps is not None or kimg is not None:
-            total = int(steps) if steps is not None else math.ceil(float(kimg) * 1000 / (resolved.train.batch * world))
-            resolved = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, steps=total))
-        cfg = resolved.train
-        total_steps = cfg.steps
-        if info.is_main:
-            if overwrite and not resume:
-                for name in ("checkpoints", "logs", "previews"):
-                    shutil.rmtree(out / name, ignore_errors=True)
-                for name in ("model.safetensors", "metrics.jsonl"):
-                    (out / name).unlink(missing_ok=True)
-            out.mkdir(parents=True, exist_ok=True)
-            ckpt_dir.mkdir(exist_ok=True)
-        distributed.barrier()
 
-        trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank, world_size=world)
-        start_step = 0
-        if ckpt_tensors is not None and ckpt_meta is not None:
-            trainer.load_state(ckpt_tensors, ckpt_meta)
-            start_step = int(ckpt_meta["step"])
-            del ckpt_tensors
-        dataset_meta = _dataset_meta(store)
-        if resolved.global_res is not None:
-            # The global model's canvas is R x R: heights in its pixels are scaled by R / source width.
-            r = resolved.global_res
-            dataset_meta.update({"source_canvas": dataset_meta["canvas"], "canvas": [r, r], "global_res": r,
-                                 "displacement_scale": dataset_meta["displacement_scale"] * r / store.canvas[1]})
+class _Session:
+    """The step loop of one process of a run: logging windows, divergence checks, checkpoints, stopping."""
 
-        if info.is_main:
-            config_path = out / "config.json"
-            previous = json.loads(config_path.read_text()) if (resume and config_path.exists()) else {}
-            history = list(previous.get("runs", []))
-            history.append({"command": list(command) if command is not None else list(sys.argv),
-                            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                            "start_step": start_step, "world_size": world, "device": str(info.device)})
-            _write_json(config_path, {
-                "preset": to_dict(resolved),
-                "base_preset": resolved.name,
-                "overrides": dict(overrides) if isinstance(overrides, Mapping) else
-                parse_overrides(list(overrides or [])),
-                "steps": total_steps,
-                "data": dataset_meta,
-                "versions": _versions(),
-                "runs": history,
-            })
-            _trim_metrics(out / "metrics.jsonl", start_step)
+    def __init__(self, trainer: Trainer, run: RunDirectory, store: Any, preset: Preset, info: Any,
+                 dataset_meta: dict[str, Any], *, last_checkpoint: Path | None, max_minutes: float | None,
+                 t_start: float, data: Any) -> None:
+        self.trainer, self.run_dir, self.store, self.preset, self.info = trainer, run, store, preset, info
+        self.cfg = preset.train
+        self.meta_base = {"preset": to_dict(preset), "dataset": dataset_meta}
+        self.last_checkpoint = last_checkpoint
+        self.max_minutes, self.t_start, self.data = max_minutes, t_start, data
+        self.history: list[dict[str, float]] = []
+        self._reset_window()
 
-        meta_base = {"preset": to_dict(resolved), "dataset": dataset_meta}
+    def _reset_window(self) -> None:
+        self.acc: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.window_t, self.window_steps = time.time(), 0
+
+    def _where(self) -> str:
+        return f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else \
+            "no checkpoint was written"
+
+    def run(self, start_step: int, *, progress: bool, tensorboard: bool, previews: bool,
+            handle_signals: bool) -> TrainResult:
+        cfg, info, total = self.cfg, self.info, self.cfg.steps
         stop = _StopFlag(handle_signals)
-        monitor = Monitor(out, enabled=info.is_main, total_steps=total_steps, start_step=start_step,
+        monitor = Monitor(self.run_dir.path, enabled=info.is_main, total_steps=total, start_step=start_step,
                           progress=progress, tensorboard=tensorboard,
-                          desc="train" if max_minutes is None else f"train (stops after {max_minutes:g} min)")
-        previewer = _Previewer(trainer, store, resolved) if (info.is_main and previews and cfg.preview_every) else None
-        result_history: list[dict[str, float]] = []
-        last_ckpt: Path | None = latest if resume else None
-
-        def save(step: int) -> Path:
-            tensors, state_meta = trainer.state()
-            meta = {**meta_base, "step": step, "kimg": step * cfg.batch * world / 1000.0, "world_size": world,
-                    **state_meta}
-            path = checkpoint.save(checkpoint.step_path(ckpt_dir, step), tensors, meta)
-            _prune(ckpt_dir, cfg.keep_checkpoints)
-            return path
-
-        seed_rank = cfg.seed + _RANK_SEED_STRIDE * info.rank
-        loader = _make_loader(store, resolved, seed=seed_rank, start_step=start_step, steps=total_steps,
-                              pin=info.device.type == "cuda")
-        acc: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-        window_t = time.time()
-        window_steps = 0
-        step = start_step
-        stopped = "done"
+                          desc="train" if self.max_minutes is None else f"train (stops after {self.max_minutes:g} min)")
+        previewer = _Previewer(self.trainer, self.store, self.preset) if (
+            info.is_main and previews and cfg.preview_every) else None
+        loader = _make_loader(self.store, self.preset, seed=cfg.seed + _RANK_SEED_STRIDE * info.rank,
+                              start_step=start_step, steps=total, pin=info.device.type == "cuda")
+        step, stopped = start_step, "done"
         try:
             if previewer is not None and start_step == 0:
                 previewer.render(monitor, 0)
             it: Iterator[dict[str, Any]] = iter(loader)
-            while step < total_steps:
-                batch = next(it)
-                real = batch["image"]
-                if "mask" in batch:  # raw store values: decode on the training device
-                    real = raw_to_network(real.to(info.device, non_blocking=True),
-                                          batch["mask"].to(info.device, non_blocking=True))
-                stats = trainer.step(step, real, batch["top"], batch["left"])
-                for k, v in stats.items():
-                    acc[k] = acc[k] + v if k in acc else v.clone()
-                    counts[k] = counts.get(k, 0) + 1
+            while step < total:
+                self._step(step, next(it))
                 step += 1
-                window_steps += 1
                 monitor.advance()
-                is_log = step % cfg.log_every == 0 or step == total_steps
-                is_ckpt = step % cfg.checkpoint_every == 0 or step == total_steps
-                want_stop = stop.signum is not None or (
-                    max_minutes is not None and info.is_main and time.time() - t_start > max_minutes * 60)
-                if world > 1:
-                    want_stop = distributed.any_flag(want_stop, info.device)
-                if is_log or is_ckpt or want_stop:
-                    values = {k: float(v) / counts[k] for k, v in acc.items()}
-                    bad = losses.check_finite(values)
-                    if bad is not None:
-                        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
-                        raise TrainingDiverged(
-                            f"non-finite loss ({bad}, mean over steps {step - window_steps + 1}-{step}): training "
-                            f"stopped at step {step}; {where}. Lower the learning rate (--lr), raise R1 "
-                            "(--r1-gamma) or use --precision fp32/tf32, then --resume or start over."
-                        )
-                    if info.is_main:
-                        elapsed = max(time.time() - window_t, 1e-9)
-                        samples = window_steps * cfg.batch * world
-                        values.update({
-                            "augment/p": trainer.ada.p, "augment/r_t": trainer.ada.r_t,
-                            "lr": losses.warmup_lr(step - 1, cfg.lr, cfg.warmup_steps),
-                            "speed/steps_per_s": window_steps / elapsed,
-                            "speed/samples_per_s": samples / elapsed,
-                            "speed/modality_patches_per_s": samples * trainer.modalities_per_sample / elapsed,
-                            "memory/peak_gb": memory_gb(info.device),
-                            "progress/kimg": step * cfg.batch * world / 1000.0,
-                        })
-                        monitor.scalars(step, values, postfix={
-                            "G": f"{values['loss/G']:.3f}", "D": f"{values['loss/D']:.3f}",
-                            "p": f"{trainer.ada.p:.2f}", "patch/s": f"{values['speed/modality_patches_per_s']:.1f}"})
-                        result_history.append({"step": step, **values})
-                    acc, counts = {}, {}
-                    window_t, window_steps = time.time(), 0
+                is_ckpt = step % cfg.checkpoint_every == 0 or step == total
+                want_stop = self._want_stop(stop)
+                if step % cfg.log_every == 0 or step == total or is_ckpt or want_stop:
+                    self._log(monitor, step)
                 if is_ckpt or want_stop:
-                    if not trainer.weights_finite():
-                        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
-                        raise TrainingDiverged(f"non-finite weights at step {step}: training stopped; {where}")
-                    if info.is_main:
-                        last_ckpt = save(step)
-                        monitor.flush()
-                    distributed.barrier()
-                if previewer is not None and (step % cfg.preview_every == 0 or step == total_steps or want_stop):
+                    self._checkpoint(monitor, step)
+                if previewer is not None and (step % cfg.preview_every == 0 or step == total or want_stop):
                     previewer.render(monitor, step)
                 if want_stop:
                     if stop.signum is not None:
-                        name = signal.Signals(stop.signum).name
                         raise TrainingInterrupted(
-                            f"{name}: stopped at step {step}/{total_steps}; checkpoint {last_ckpt} written. "
-                            f"Resume with: {_resume_command(data, out, resolved.name)}", stop.signum)
+                            f"{signal.Signals(stop.signum).name}: stopped at step {step}/{total}; checkpoint "
+                            f"{self.last_checkpoint} written. Resume with: "
+                            f"{_resume_command(self.data, self.run_dir.path, self.preset.name)}", stop.signum)
                     stopped = "time"
-                    monitor.write(f"time limit of {max_minutes:g} min reached at step {step}/{total_steps}")
+                    monitor.write(f"time limit of {self.max_minutes:g} min reached at step {step}/{total}")
                     break
-            model_path = None
-            if info.is_main:
-                if last_ckpt is None or checkpoint.latest(ckpt_dir) is None:
-                    last_ckpt = save(step)
-                model_tensors = checkpoint.prefixed(trainer.G_ema.state_dict(), "G_ema")
-                model_path = checkpoint.save(out / "model.safetensors", model_tensors,
-                                             {**meta_base, "step": step, "augment_p": trainer.ada.p})
-                monitor.write(f"done: step {step}, model {model_path}")
-            distributed.barrier()
-            return TrainResult(out, step, last_ckpt, model_path, stopped, result_history)
+            model_path = self._finish(monitor, step)
+            return TrainResult(self.run_dir.path, step, self.last_checkpoint, model_path, stopped, self.history)
         finally:
             stop.restore()
             monitor.close()
-    finally:
-        distributed.cleanup(info)
+
+    def _step(self, step: int, batch: dict[str, Any]) -> None:
+        real = batch["image"]
+        if "mask" in batch:  # raw store values: decode on the training device
+            dev = self.info.device
+            real = raw_to_network(real.to(dev, non_blocking=True), batch["mask"].to(dev, non_blocking=True))
+        for k, v in self.trainer.step(step, real, batch["top"], batch["left"]).items():
+            self.acc[k] = self.acc[k] + v if k in self.acc else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.window_steps += 1
+
+    def _want_stop(self, stop: _StopFlag) -> bool:
+        want = stop.signum is not None or (self.max_minutes is not None and self.info.is_main
+                                           and time.time() - self.t_start > self.max_minutes * 60)
+        return distributed.any_flag(want, self.info.device) if self.info.world_size > 1 else want
+
+    def _log(self, monitor: Monitor, step: int) -> None:
+        """Mean losses of the window since the last log; a non-finite one stops the run."""
+        cfg, trainer = self.cfg, self.trainer
+        values = {k: float(v) / self.counts[k] for k, v in self.acc.items()}
+        bad = losses.check_finite(values)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"non-finite loss ({bad}, mean over steps {step - self.window_steps + 1}-{step}): training stopped "
+                f"at step {step}; {self._where()}. Lower the learning rate (--lr), raise R1 (--r1-gamma) or use "
+                "--precision fp32/tf32, then --resume or start over."
+            )
+        if self.info.is_main:
+            elapsed = max(time.time() - self.window_t, 1e-9)
+            samples = self.window_steps * cfg.batch * self.info.world_size
+            values.update({
+                "augment/p": trainer.ada.p, "augment/r_t": trainer.ada.r_t,
+                "lr": losses.warmup_lr(step - 1, cfg.lr, cfg.warmup_steps),
+                "speed/steps_per_s": self.window_steps / elapsed, "speed/samples_per_s": samples / elapsed,
+                "speed/modality_patches_per_s": samples * trainer.modalities_per_sample / elapsed,
+                "memory/peak_gb": memory_gb(self.info.device),
+                "progress/kimg": step * cfg.batch * self.info.world_size / 1000.0,
+            })
+            monitor.scalars(step, values, postfix={
+                "G": f"{values['loss/G']:.3f}", "D": f"{values['loss/D']:.3f}", "p": f"{trainer.ada.p:.2f}",
+                "patch/s": f"{values['speed/modality_patches_per_s']:.1f}"})
+            self.history.append({"step": step, **values})
+        self._reset_window()
+
+    def _checkpoint(self, monitor: Monitor, step: int) -> None:
+        if not self.trainer.weights_finite():
+            raise TrainingDiverged(f"non-finite weights at step {step}: training stopped; {self._where()}")
+        if self.info.is_main:
+            self._save(step)
+            monitor.flush()
+        distributed.barrier()
+
+    def _save(self, step: int) -> None:
+        tensors, state_meta = self.trainer.state()
+        meta = {**self.meta_base, "step": step, "kimg": step * self.cfg.batch * self.info.world_size / 1000.0,
+                "world_size": self.info.world_size, **state_meta}
+        self.last_checkpoint = self.run_dir.save_checkpoint(step, tensors, meta, self.cfg.keep_checkpoints)
+
+    def _finish(self, monitor: Monitor, step: int) -> Path | None:
+        """Final checkpoint (if none was written at this step) and the model file (G_ema)."""
+        model_path = None
+        if self.info.is_main:
+            if self.last_checkpoint is None or checkpoint.latest(self.run_dir.checkpoints) is None:
+                self._save(step)
+            model_path = checkpoint.save(self.run_dir.model, checkpoint.prefixed(self.trainer.G_ema.state_dict(), "G_ema"),
+                                         {**self.meta_base, "step": step, "augment_p": self.trainer.ada.p})
+            monitor.write(f"done: step {step}, model {model_path}")
+        distributed.barrier()
+        return model_path

@@ -1,0 +1,301 @@
+"""The run directory of a training run: its files, its lock, and the policy for starting, resuming and
+overwriting it.
+
+```
+RUN/config.json           resolved preset, dataset facts, versions, one history entry per start
+RUN/checkpoints/step-*.safetensors   the last `keep_checkpoints`, written atomically
+RUN/model.safetensors     G_ema at the end
+RUN/metrics.jsonl, RUN/logs/, RUN/previews/
+RUN/.lock                 holder (pid, host) of the advisory lock while a process trains in RUN
+```
+
+Rules: a run directory is used by one process at a time (`RunLock`); without --resume or --overwrite an
+existing run is refused; --overwrite removes only the entries above (never other files, never a folder
+holding the dataset); --resume continues from the newest checkpoint that loads and holds finite weights,
+naming every newer one it skips; leftovers of killed checkpoint writes are removed at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .. import checkpoint
+from ..errors import GantlitzError, OutputError, RunLockedError
+from ..outputs import check_output_dir, make_dirs, remove_owned, remove_temporaries, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainError", "ConfigError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted", "RunLock",
+           "RunDirectory", "Resumable", "RUN_ENTRIES", "history_entry", "versions", "check_dataset"]
+
+RUN_ENTRIES = frozenset({"config.json", "checkpoints", "model.safetensors", "metrics.jsonl", "logs", "previews"})
+"""What a training run writes into its directory: all that --overwrite may remove there."""
+LOCK_NAME = ".lock"
+
+
+class TrainError(GantlitzError, RuntimeError):
+    """A training run that can not start or had to stop; the message says why and what to do."""
+
+
+class ConfigError(TrainError, ValueError):
+    """Bad preset / override / dataset combination."""
+
+
+class RunExistsError(TrainError):
+    """The run directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+class TrainingDiverged(TrainError):
+    """A loss or a weight became NaN/Inf; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+class TrainingInterrupted(TrainError):
+    """SIGINT/SIGTERM: a checkpoint was written; resume with --resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class RunLock:
+    """An advisory `flock` on RUN/.lock holding the owner's pid and host.
+
+    The kernel drops the lock when its process dies (even by kill -9), so a lock file left behind is
+    recognised as stale and taken over; the file itself is never deleted (deleting it would let two
+    processes lock two different files).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise OutputError(self.path, "permission denied (can not lock the run directory)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._read(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunLockedError(
+                f"{self.path.parent} is in use by another training process (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, since {holder.get('since', '?')}); wait for it to end or stop it"
+            ) from None
+        stale = self._read(fd)
+        if stale:
+            log.warning("%s: taking over the lock left by pid %s on %s (that process no longer holds it)",
+                        self.path.parent, stale.get("pid", "?"), stale.get("host", "?"))
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _read(fd: int) -> dict[str, Any]:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+@dataclass
+class Resumable:
+    """The checkpoint a resumed run continues from."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def _checkpoint_problem(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str | None:
+    """Why a loaded checkpoint can not be resumed from, or None."""
+    for key in ("step", "preset", "optimizers", "augment"):
+        if key not in meta:
+            return f"its metadata lacks {key!r}"
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"tensor {name} holds NaN/Inf"
+    return None
+
+
+@dataclass
+class RunDirectory:
+    """One training run's folder (see the module docstring for its files and rules)."""
+
+    path: Path
+    lock: RunLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.lock = RunLock(self.path)
+        self._created = False
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.safetensors"
+
+    def own_entries(self) -> list[Path]:
+        return sorted(e for e in self.path.iterdir() if e.name in RUN_ENTRIES) if self.path.is_dir() else []
+
+    def check(self, *, data: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+        """Refuse what the rules forbid, touching nothing (every process of a run calls it)."""
+        check_output_dir(self.path, inputs=[data], overwrite=True, what="run")
+        entries = self.own_entries()
+        if entries and not resume and not overwrite:
+            raise RunExistsError(
+                f"{self.path} already holds a run ({', '.join(e.name for e in entries)}); pass --resume to continue "
+                "it or --overwrite to start over (its checkpoints, model, logs and previews are deleted)"
+            )
+
+    def open(self, *, overwrite: bool, resume: bool) -> None:
+        """Create the folder and take the lock (main process); --overwrite then clears the run's own files."""
+        self._created = not self.path.exists()
+        make_dirs(self.path)
+        self.lock.acquire()
+        try:
+            if overwrite and not resume:
+                remove_owned(self.path, lambda e: e.name in RUN_ENTRIES)
+            make_dirs(self.checkpoints)
+            remove_temporaries(self.path)
+            remove_temporaries(self.checkpoints)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release the lock; a folder this process created and left without a file is removed again."""
+        self.lock.release()
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.checkpoints.rmdir()  # only when empty
+            if [e.name for e in self.path.iterdir()] == [LOCK_NAME]:
+                (self.path / LOCK_NAME).unlink()
+                self.path.rmdir()
+
+    def resumable(self) -> Resumable | None:
+        """The newest checkpoint that loads and holds finite weights; skipped ones are named in warnings."""
+        found = sorted(self.checkpoints.glob(checkpoint.CHECKPOINT_GLOB), reverse=True)
+        for path in found:
+            try:
+                tensors, meta = checkpoint.load(path)
+            except checkpoint.CheckpointError as exc:
+                log.warning("skipping checkpoint %s: %s", path.name, exc)
+                continue
+            problem = _checkpoint_problem(tensors, meta)
+            if problem is None:
+                return Resumable(path, tensors, meta)
+            log.warning("skipping checkpoint %s: %s", path.name, problem)
+        if found:
+            raise RunExistsError(f"{self.checkpoints}: none of the {len(found)} checkpoint(s) can be resumed "
+                                 "(see the warnings above); pass --overwrite to start over")
+        if self.model.exists() or self.metrics.exists():
+            raise RunExistsError(f"{self.path}: no checkpoint to resume from, but it holds a trained run "
+                                 "(model.safetensors / metrics.jsonl); pass --overwrite to start over")
+        return None
+
+    def record_start(self, entry: Mapping[str, Any], config: Mapping[str, Any], *, resume: bool) -> None:
+        """Write config.json: the resolved configuration plus the history of starts (kept across resumes)."""
+        history: list[Any] = []
+        if resume and self.config.exists():
+            try:
+                history = list(json.loads(self.config.read_text()).get("runs", []))
+            except (ValueError, AttributeError, TypeError) as exc:
+                raise ConfigError(f"{self.config}: not a readable run configuration ({exc}); repair it or move "
+                                  "it away (it records the run's history) and resume again") from None
+        write_json(self.config, {**config, "runs": [*history, dict(entry)]}, overwrite=True)
+
+    def trim_metrics(self, start_step: int) -> None:
+        """Drop metrics logged after `start_step` (a resumed run logs those steps again)."""
+        if not self.metrics.exists():
+            return
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= start_step:
+                    kept.append(line)
+            except (ValueError, AttributeError):
+                continue
+        write_text(self.metrics, "".join(k + "\n" for k in kept), overwrite=True)
+
+    def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], keep: int) -> Path:
+        """Write the checkpoint of `step` and prune all but the newest `keep`."""
+        path = checkpoint.save(checkpoint.step_path(self.checkpoints, step), tensors, meta)
+        found = sorted(self.checkpoints.glob(checkpoint.CHECKPOINT_GLOB))
+        for old in found[: max(len(found) - keep, 0)]:
+            old.unlink(missing_ok=True)
+        return path
+
+
+def history_entry(command: Sequence[str] | None, start_step: int, world_size: int, device: Any) -> dict[str, Any]:
+    """One start of the run, for config.json's history."""
+    return {"command": list(command) if command is not None else list(sys.argv),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"), "start_step": start_step,
+            "world_size": world_size, "device": str(device)}
+
+
+def versions() -> dict[str, str]:
+    """Software versions recorded in config.json."""
+    import numpy as np
+
+    from .. import __version__
+
+    return {"gantlitz": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": np.__version__, "cuda": str(torch.version.cuda), "platform": platform.platform()}
+
+
+def check_dataset(resumed: Resumable, data_meta: Mapping[str, Any]) -> None:
+    """Warn when a resumed run continues on another dataset than the one it started on."""
+    before = (resumed.meta.get("dataset") or {}).get("path")
+    if before and before != data_meta.get("path"):
+        log.warning("resuming %s on the dataset %s; it was trained on %s until step %d",
+                    resumed.path.name, data_meta.get("path"), before, resumed.step)
