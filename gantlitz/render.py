@@ -197,6 +197,21 @@ def find_map_sets(root: str | os.PathLike) -> list[Path]:
     return sets
 
 
+def _check_layouts(maps: Maps, paths: dict[str, Path]) -> None:
+    """Maps of one UV layout may differ in resolution (said in a warning), never in aspect ratio."""
+    ah, aw = maps.albedo.shape[:2]
+    for key in ("specular", "normal"):
+        arr = getattr(maps, key)
+        if arr is None or arr.shape[:2] == (ah, aw):
+            continue
+        h, w = arr.shape[:2]
+        if abs(w / h - aw / ah) > 0.01:
+            raise MapsError(f"{paths[key]}: {key} map is {w}x{h}, the albedo {paths['albedo']} is {aw}x{ah}: "
+                            "another aspect ratio, so not the same UV layout")
+        log.warning("%s: %s map is %dx%d, the albedo %dx%d; the renderer samples each at its own resolution",
+                    paths[key], key, w, h, aw, ah)
+
+
 def load_maps(
     source: str | os.PathLike | None = None,
     *,
@@ -246,6 +261,7 @@ def load_maps(
     )
     if maps.normal is not None:
         maps.normal = _renormalise(np.clip(maps.normal, 0.0, 1.0))
+    _check_layouts(maps, paths)
     for key in ("specular", "normal"):
         if getattr(maps, key) is None:
             what = f"a constant specular of {DEFAULT_SPECULAR}" if key == "specular" else "the mesh normals"

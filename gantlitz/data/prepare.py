@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from ..errors import GantlitzError, OutputExistsError
 from ..outputs import check_output_dir, install_dir
 from ..resample import resize
 from .store import STORE_FORMAT, STORE_VERSION
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PrepareError",
@@ -86,6 +89,14 @@ def find_subjects(src: str | os.PathLike) -> tuple[list[SubjectFiles], Path | No
     mask_file, mp = _find_map(src, "mask")
     problems += mp
     folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    hidden = sorted(p.name for p in src.iterdir() if p.is_dir() and p.name.startswith("."))
+    if hidden:
+        log.warning("%s: skipping hidden folder(s) %s (rename them without the leading '.' to use them as subjects)",
+                    src, ", ".join(hidden))
+    odd = [p.name for p in folders if not p.name.isprintable()]
+    if odd:
+        log.warning("%s: subject folder name(s) %s contain unprintable characters; they are used as given",
+                    src, ", ".join(map(repr, odd)))
     if not folders:
         return [], mask_file, [f"{src}: no subject folders (expected one sub-folder per subject with albedo.*, "
                                "specular.*, normal.* or displacement.*)"]

@@ -22,8 +22,10 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
+from ..device import resolve_device
+
 __all__ = ["DistInfo", "setup", "cleanup", "is_distributed", "all_reduce_grads", "all_reduce_sum",
-           "all_reduce_mean_", "broadcast_module", "any_flag", "barrier", "pick_device"]
+           "all_reduce_mean_", "broadcast_module", "any_flag", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -43,25 +45,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
-    """`device` if given ("cpu", "cuda", "cuda:1"), else the local rank's GPU when CUDA is present, else CPU."""
-    if device is None or device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def setup(device: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else return a single-process info."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world <= 1:

@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import checkpoint
+from ..config import preset_from_dict
 from ..errors import GantlitzError, OutputError, RunLockedError
 from ..outputs import check_output_dir, make_dirs, remove_owned, remove_temporaries, write_json, write_text
 
@@ -150,6 +151,10 @@ def _checkpoint_problem(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, 
     for key in ("step", "preset", "optimizers", "augment"):
         if key not in meta:
             return f"its metadata lacks {key!r}"
+    try:
+        preset_from_dict(meta["preset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its recorded preset is invalid ({exc!r})"
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             return f"tensor {name} holds NaN/Inf"
