@@ -66,6 +66,22 @@ DEFAULT_SCALE_PER_PIXEL = 1.0 / 256.0
 Region = tuple[int, int, int, int]
 
 
+_MOVED = {name: "sheets" for name in ("thumbnails", "crop_box", "contact_sheet", "seeds_sheet", "frames_sheet",
+                                      "vary_noise_sheet")}
+_MOVED.update({name: "outputs" for name in ("write_json", "write_map", "run_info")})
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to `gantlitz.sheets` / `gantlitz.outputs` keep working, with a DeprecationWarning."""
+    if name in _MOVED:
+        import importlib
+
+        warnings.warn(f"gantlitz.generate.{name} moved to gantlitz.{_MOVED[name]}.{name}; the old name will be "
+                      "removed", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"gantlitz.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ================================================================================================ helpers
 SEED_MAX = 2**32 - 1
 """Largest seed: latents come from a 32-bit-seeded generator, so larger seeds would repeat smaller ones."""

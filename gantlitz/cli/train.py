@@ -11,14 +11,11 @@ from .. import presets
 
 
 def _overrides(**flags: object) -> dict[str, object]:
-    """Explicit flags → dotted overrides (only the ones given)."""
-    keys = {
-        "batch": "train.batch", "group_size": "train.group_size", "lr": "train.lr", "r1_gamma": "train.r1_gamma",
-        "precision": "train.precision", "compile": "train.compile", "seed": "train.seed", "workers": "train.workers",
-        "checkpoint_every": "train.checkpoint_every", "preview_every": "train.preview_every",
-        "log_every": "train.log_every", "keep_checkpoints": "train.keep_checkpoints",
-    }
-    return {keys[name]: value for name, value in flags.items() if value is not None}
+    """The training flags that were given → dotted overrides; each flag is named after its field
+    (`--r1-gamma` → `train.r1_gamma`), so the key comes from the configuration classes."""
+    from ..config import canonical_key
+
+    return {canonical_key(name): value for name, value in flags.items() if value is not None}
 
 
 @click.command("train")

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import checkpoint
-from ..config import preset_from_dict
+from ..config import ConfigError, preset_from_dict
 from ..errors import GantlitzError, OutputError, RunLockedError
 from ..outputs import check_output_dir, make_dirs, remove_owned, remove_temporaries, write_json, write_text
 
@@ -50,10 +50,6 @@ LOCK_NAME = ".lock"
 
 class TrainError(GantlitzError, RuntimeError):
     """A training run that can not start or had to stop; the message says why and what to do."""
-
-
-class ConfigError(TrainError, ValueError):
-    """Bad preset / override / dataset combination."""
 
 
 class RunExistsError(TrainError):
