@@ -29,8 +29,10 @@ from gantlitz.train.loop import Trainer, parse_overrides, resolve_preset
 from gantlitz.train.monitor import memory_gb
 
 
-def bench(preset_name: str, batch: int | None, precision: str, device: torch.device, steps: int | None, warmup: int,
-          compile_: bool, sets: list[str]) -> dict[str, float]:
+def make_trainer(preset_name: str, batch: int | None, precision: str, device: torch.device, compile_: bool,
+                 sets: list[str], batches: int = 4) -> tuple[Trainer, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """A Trainer on an all-visible canvas and `batches` random batches of the right shape at random training
+    locations (grouped by location as the sampler groups them)."""
     overrides = parse_overrides(sets)
     overrides["train.precision"] = precision
     overrides["train.compile"] = compile_
@@ -40,26 +42,32 @@ def bench(preset_name: str, batch: int | None, precision: str, device: torch.dev
         overrides.setdefault("train.group_size", base if batch % base == 0 else 1)
     preset = resolve_preset(preset_name, overrides)
     cfg = preset.train
-    interval = cfg.r1_interval if cfg.r1_gamma > 0 else 1
-    steps = steps or 2 * interval
-    steps = max(interval, (steps // interval) * interval)
     h, w = preset.model.canvas_height, preset.model.canvas_width
     p = preset.model.patch_size
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(preset, torch.ones(h, w, dtype=torch.uint8), device=device)
     locs = training_locations(torch.ones(h, w, dtype=torch.uint8).numpy(), p) if preset.global_res is None else [(0, 0)]
     gen = torch.Generator().manual_seed(0)
     groups = cfg.batch // cfg.group_size
 
-    def batch_at(i: int):
+    def batch_at() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(locs), (groups,), generator=gen).repeat_interleave(cfg.group_size)
         tops = torch.tensor([locs[j][0] for j in idx.tolist()])
         lefts = torch.tensor([locs[j][1] for j in idx.tolist()])
         real = torch.rand(cfg.batch, 5, p, p, generator=gen) * 2 - 1
         return real.to(device), tops, lefts
 
-    data = [batch_at(i) for i in range(4)]
+    return trainer, [batch_at() for _ in range(batches)]
+
+
+def bench(preset_name: str, batch: int | None, precision: str, device: torch.device, steps: int | None, warmup: int,
+          compile_: bool, sets: list[str]) -> dict[str, float]:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer, data = make_trainer(preset_name, batch, precision, device, compile_, sets)
+    cfg = trainer.cfg
+    interval = cfg.r1_interval if cfg.r1_gamma > 0 else 1
+    steps = steps or 2 * interval
+    steps = max(interval, (steps // interval) * interval)
 
     def sync() -> None:
         if device.type == "cuda":
