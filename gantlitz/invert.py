@@ -477,35 +477,207 @@ def _pick(regions: _Regions, rng: np.random.Generator) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------ state
-def _state_meta(
-    cfg: InversionConfig, modality: str, mode: str, factor: int, digest: str, shape, stage: int, step: int,
-    w_spread: float, extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    return {
-        "kind": STATE_KIND, "config": cfg.to_dict(), "modality": modality, "mode": mode, "factor": factor,
-        "target_sha1": digest, "target_shape": list(shape), "stage": stage, "step": step, "w_spread": w_spread,
-        **{k: v for k, v in extra.items() if k not in ("kind",)},
-    }
+@dataclass
+class InversionState:
+    """Where an inversion stands: stage (1 latents, 2 noise maps, 3 done), step, the optimised values with
+    their Adam moments, and the loss history. Saved every `save_every` steps; `load` resumes it."""
+
+    stage: int
+    step: int
+    w_opt: torch.Tensor
+    w_m: torch.Tensor
+    w_v: torch.Tensor
+    losses: list[tuple[float, float, float, float]] = field(default_factory=list)
+    noise: ExplicitNoise | None = None
+    noise_m: list[torch.Tensor] = field(default_factory=list)
+    noise_v: list[torch.Tensor] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, w_start: torch.Tensor, num_ws: int, device: torch.device) -> "InversionState":
+        w_opt = w_start[None, None].repeat(1, num_ws, 1).to(device)
+        return cls(1, 0, w_opt, torch.zeros_like(w_opt), torch.zeros_like(w_opt))
+
+    def start_noise(self, layouts: Any, seed: int, device: torch.device) -> ExplicitNoise:
+        """The explicit noise maps of stage 2 (the hashed noise of `seed`), created once."""
+        if self.noise is None:
+            self.noise = ExplicitNoise(layouts, init_seed=seed).to(device).requires_grad_(False)
+            self.noise_m = [torch.zeros_like(p) for p in self.noise.maps]
+            self.noise_v = [torch.zeros_like(p) for p in self.noise.maps]
+        return self.noise
+
+    def save(self, path: Path, meta: dict[str, Any]) -> None:
+        tensors: dict[str, torch.Tensor] = {
+            "w_opt": self.w_opt, "w_m": self.w_m, "w_v": self.w_v,
+            "losses": torch.tensor(self.losses, dtype=torch.float64).reshape(-1, len(LOSS_COLUMNS)),
+        }
+        if self.noise is not None:
+            for i, p in enumerate(self.noise.maps):
+                tensors[f"noise.{i}"] = p.detach()
+                tensors[f"noise_m.{i}"] = self.noise_m[i]
+                tensors[f"noise_v.{i}"] = self.noise_v[i]
+        ckpt.save(path, tensors, {"kind": STATE_KIND, "stage": self.stage, "step": self.step, **meta})
+
+    @classmethod
+    def load(cls, path: Path | None, expected: Mapping[str, Any], layouts: Any, device: torch.device
+             ) -> "InversionState":
+        """The saved state at `path`; refused unless its configuration, modality, mode and target are
+        `expected`'s."""
+        if path is None or not path.exists():
+            raise InversionError(f"cannot resume: no saved state at {path}")
+        try:
+            tensors, meta = ckpt.load(path, device="cpu")
+        except ckpt.CheckpointError as exc:
+            raise InversionError(f"cannot resume: {exc}") from None
+        if meta.get("kind") != STATE_KIND:
+            raise InversionError(f"{path}: not an inversion state file")
+        mismatches = [name for name, key in (("configuration", "config"), ("modality", "modality"), ("mode", "mode"),
+                                             ("target", "target_sha1")) if expected[key] != meta.get(key)]
+        if mismatches:
+            raise InversionError(f"{path}: the saved inversion differs in {', '.join(mismatches)}; resume with the "
+                                 "same target and options, or start over (--overwrite)")
+        w_opt, w_m, w_v = (tensors[k].to(device) for k in ("w_opt", "w_m", "w_v"))
+        state = cls(int(meta["stage"]), int(meta["step"]), w_opt, w_m, w_v,
+                    [tuple(r) for r in tensors["losses"].tolist()])
+        if "noise.0" in tensors:
+            state.noise = ExplicitNoise(layouts, init_seed=None)
+            with torch.no_grad():
+                for i, p in enumerate(state.noise.maps):
+                    p.copy_(tensors[f"noise.{i}"])
+            state.noise = state.noise.to(device).requires_grad_(False)
+            state.noise_m = [tensors[f"noise_m.{i}"].to(device) for i in range(len(layouts))]
+            state.noise_v = [tensors[f"noise_v.{i}"].to(device) for i in range(len(layouts))]
+        log.info("resuming inversion at stage %d, step %d", state.stage, state.step)
+        return state
 
 
-def _save_state(
-    path: Path, meta: dict[str, Any], w_opt: torch.Tensor, w_m: torch.Tensor, w_v: torch.Tensor,
-    noise: ExplicitNoise | None, noise_m: list[torch.Tensor] | None, noise_v: list[torch.Tensor] | None,
-    losses: list[tuple[float, float, float, float]],
-) -> None:
-    tensors: dict[str, torch.Tensor] = {
-        "w_opt": w_opt, "w_m": w_m, "w_v": w_v,
-        "losses": torch.tensor(losses, dtype=torch.float64).reshape(-1, len(LOSS_COLUMNS)),
-    }
-    if noise is not None:
-        for i, p in enumerate(noise.maps):
-            tensors[f"noise.{i}"] = p.detach()
-            tensors[f"noise_m.{i}"] = noise_m[i]
-            tensors[f"noise_v.{i}"] = noise_v[i]
-    ckpt.save(path, tensors, meta)
+# ------------------------------------------------------------------------------------------ the problem
+@dataclass
+class _Problem:
+    """The fixed side of an inversion: generator, target in network space at its resolution, the mask
+    coverage weighting the loss, candidate regions, per-layer noise penalty weights."""
+
+    G: Generator
+    cfg: InversionConfig
+    modality: str
+    factor: int
+    target: torch.Tensor
+    coverage: torch.Tensor
+    regions: _Regions
+    layer_weight: list[float]
+    w_spread: float
+
+    @classmethod
+    def build(cls, G: Generator, tgt: np.ndarray, factor: int, cfg: InversionConfig, modality: str,
+              w_spread: float, device: torch.device) -> "_Problem":
+        coverage = block_mean(G.mask.float()[None, None].to(device), factor)
+        target = unit_to_network(torch.from_numpy(tgt).permute(2, 0, 1)[None].to(device))
+        regions = _regions(G, cfg, factor, coverage[0, 0].cpu().numpy())
+        last = G.num_levels - 1
+        weights = [cfg.superres_noise_boost if (factor > 1 and (1 << (last - lay.level)) < factor) else 1.0
+                   for lay in G.noise_layouts()]
+        return cls(G, cfg, modality, factor, target, coverage, regions, weights, w_spread)
+
+    def loss(self, out: torch.Tensor, top: int, left: int) -> torch.Tensor:
+        """Masked multi-scale pixel loss of a synthesised region against the target."""
+        f, rh, rw = self.factor, self.regions.height, self.regions.width
+        sl = (slice(None), slice(None), slice(top // f, (top + rh) // f), slice(left // f, (left + rw) // f))
+        return _masked_pyramid_loss(block_mean(out, f), self.target[sl], self.coverage[sl], self.cfg.loss_scales,
+                                    self.cfg.l1_weight, self.cfg.l2_weight)
+
+
+class _Progress:
+    """Progress bar, per-step callback, periodic state saves and the simulated interruption (`stop_after`)."""
+
+    def __init__(self, total: int, done: int, *, show: bool, callback: Any, stop_after: int | None,
+                 save_every: int, save: Callable[[], None]) -> None:
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=min(done, total), desc="invert", unit="step")
+        self.callback, self.stop_after, self.save_every, self.save = callback, stop_after, save_every, save
+        self.done_here = 0
+
+    def tick(self, stage: int, step: int, values: dict[str, float]) -> bool:
+        """After a step: report it, save every `save_every` steps; True when this call must stop."""
+        self.done_here += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(stage=stage, loss=f"{values['total']:.4f}")
+        if self.callback is not None:
+            self.callback(stage, step, values)
+        stop = self.stop_after is not None and self.done_here >= self.stop_after
+        if step % self.save_every == 0 or stop:
+            self.save()
+        return stop
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ------------------------------------------------------------------------------------------ inversion
+def _latent_stage(pb: _Problem, st: InversionState, progress: _Progress, device: torch.device) -> bool:
+    """Stage 1: W+ latents with jittered w and re-sampled noise; True when interrupted."""
+    cfg, rh, rw = pb.cfg, pb.regions.height, pb.regions.width
+    while st.step < cfg.latent_steps:
+        t = st.step / cfg.latent_steps
+        rng = _step_rng(cfg.seed, 1, st.step)
+        top, left = _pick(pb.regions, rng)
+        noise_seed = int(rng.integers(0, 2**31 - 1))
+        jitter_seed = int(rng.integers(0, 2**31 - 1))
+        w_noise_scale = pb.w_spread * cfg.w_noise_factor * max(0.0, 1.0 - t / cfg.w_noise_ramp) ** 2
+        jitter = torch.randn(st.w_opt.shape, generator=torch.Generator().manual_seed(jitter_seed)).to(device)
+        w_leaf = st.w_opt.clone().requires_grad_(True)
+        out = pb.G.synthesize(w_leaf + jitter * w_noise_scale, pb.modality, top, left, rh, rw, noise_seed=noise_seed)
+        pix = pb.loss(out, top, left)
+        pix.backward()
+        with torch.no_grad():
+            _adam(st.w_opt, st.w_m, st.w_v, w_leaf.grad, st.step + 1, _ramp_lr(t, cfg.lr_latent, cfg))
+        st.step += 1
+        pv = float(pix.detach())
+        st.losses.append((1.0, pv, pv, 0.0))
+        if progress.tick(1, st.step, {"total": pv, "pixel": pv, "noise_reg": 0.0}):
+            return True
+    st.stage, st.step = 2, 0
+    progress.save()
+    return False
+
+
+def _noise_stage(pb: _Problem, st: InversionState, progress: _Progress, device: torch.device) -> bool:
+    """Stage 2: the noise maps (crops around each region), with the pixel-correlation penalty; True when
+    interrupted."""
+    cfg, rh, rw = pb.cfg, pb.regions.height, pb.regions.width
+    layouts = pb.G.noise_layouts()
+    noise = st.start_noise(layouts, cfg.seed, device)
+    while st.step < cfg.noise_steps:
+        t = st.step / cfg.noise_steps
+        top, left = _pick(pb.regions, _step_rng(cfg.seed, 2, st.step))
+        slices = _layer_slices(pb.G, top, left, rh, rw, cfg.whole_noise_samples)
+        crops = [p.detach()[:, :, ys, xs].clone().requires_grad_(True) for p, (ys, xs) in zip(noise.maps, slices)]
+        src = _CropNoise(crops, [(ys.start, xs.start) for ys, xs in slices], layouts)
+        out = pb.G.synthesize(st.w_opt, pb.modality, top, left, rh, rw, noise=src)
+        pix = pb.loss(out, top, left)
+        reg = out.new_zeros(())
+        for crop, wgt in zip(crops, pb.layer_weight):
+            reg = reg + wgt * (cfg.noise_corr_weight * _corr_penalty(crop) + cfg.noise_stats_weight * _stats_penalty(crop))
+        total = pix + reg
+        total.backward()
+        lr = _ramp_lr(t, cfg.lr_noise, cfg)
+        with torch.no_grad():
+            for i, (crop, (ys, xs)) in enumerate(zip(crops, slices)):
+                _adam(noise.maps[i][:, :, ys, xs], st.noise_m[i][:, :, ys, xs], st.noise_v[i][:, :, ys, xs],
+                      crop.grad, st.step + 1, lr)
+        st.step += 1
+        tv, pv, rv = float(total.detach()), float(pix.detach()), float(reg.detach())
+        st.losses.append((2.0, tv, pv, rv))
+        if progress.tick(2, st.step, {"total": tv, "pixel": pv, "noise_reg": rv}):
+            return True
+    st.stage = 3
+    progress.save()
+    return False
+
+
 def invert(
     model: Any,
     target: np.ndarray,
@@ -523,182 +695,46 @@ def invert(
 ) -> InversionResult | None:
     """Invert `target` (H×W×C in [0, 1], see `check_target`) into W+ latents and noise maps of `model`.
 
-    model: a `Generator` or a loaded model (anything with `.G`). state_path: where the resumable state is
-    written every `config.save_every` steps; resume=True continues from it (its configuration and target
-    must match). callback(stage, step, losses) is called after every step. meta: extra JSON facts kept in
+    model: a `Generator` or a loaded `TextureModel`. state_path: where the resumable state is written
+    every `config.save_every` steps; resume=True continues from it (its configuration and target must
+    match). callback(stage, step, losses) is called after every step. meta: extra JSON facts kept in
     the state (e.g. the checkpoint path). stop_after: stop (returning None) after this many steps in this
     call, having saved the state — simulates an interruption (used by the tests).
     """
     cfg = config or InversionConfig()
     G = _unwrap(model)
     dev = resolve_device(device)
-    if G.mask.device != dev:
-        G = G.to(dev)
-    G.eval().requires_grad_(False)
+    G = (G.to(dev) if G.mask.device != dev else G).eval().requires_grad_(False)
     tgt, factor = check_target(target, modality, G.canvas, mode)
-    digest = _target_digest(tgt)
-    extra = dict(meta or {})
-
-    # Target and loss weights at the target's resolution (mask coverage, fractional on low-res pixels).
-    mask = G.mask.float()[None, None].to(dev)
-    coverage_t = block_mean(mask, factor)
-    coverage = coverage_t[0, 0].cpu().numpy()
-    target_t = unit_to_network(torch.from_numpy(tgt).permute(2, 0, 1)[None].to(dev))
-    regions = _regions(G, cfg, factor, coverage)
-    layouts = G.noise_layouts()
-    last = G.num_levels - 1
-    layer_weight = []
-    for lay in layouts:
-        step_px = 1 << (last - lay.level)
-        layer_weight.append(cfg.superres_noise_boost if (factor > 1 and step_px < factor) else 1.0)
-
     w_start, w_spread = _w_statistics(G, cfg.seed)
-    w_opt = w_start[None, None].repeat(1, G.num_ws, 1).to(dev)
-    w_m, w_v = torch.zeros_like(w_opt), torch.zeros_like(w_opt)
-    noise: ExplicitNoise | None = None
-    noise_m: list[torch.Tensor] | None = None
-    noise_v: list[torch.Tensor] | None = None
-    losses: list[tuple[float, float, float, float]] = []
-    stage, step = 1, 0
-
+    pb = _Problem.build(G, tgt, factor, cfg, modality, w_spread, dev)
+    extra = {k: v for k, v in (meta or {}).items() if k != "kind"}
+    facts = {"config": cfg.to_dict(), "modality": modality, "mode": mode, "factor": factor,
+             "target_sha1": _target_digest(tgt), "target_shape": list(tgt.shape), "w_spread": w_spread, **extra}
     spath = Path(state_path) if state_path is not None else None
-    if resume:
-        if spath is None or not spath.exists():
-            raise InversionError(f"cannot resume: no saved state at {spath}")
-        tensors, smeta = ckpt.load(spath, device="cpu")
-        if smeta.get("kind") != STATE_KIND:
-            raise InversionError(f"{spath}: not an inversion state file")
-        mismatches = [
-            name for name, mine, theirs in (
-                ("configuration", cfg.to_dict(), smeta.get("config")),
-                ("modality", modality, smeta.get("modality")),
-                ("mode", mode, smeta.get("mode")),
-                ("target", digest, smeta.get("target_sha1")),
-            ) if mine != theirs
-        ]
-        if mismatches:
-            raise InversionError(
-                f"{spath}: the saved inversion differs in {', '.join(mismatches)}; resume with the same target "
-                "and options, or start over (--overwrite)"
-            )
-        stage, step = int(smeta["stage"]), int(smeta["step"])
-        w_opt, w_m, w_v = (tensors[k].to(dev) for k in ("w_opt", "w_m", "w_v"))
-        losses = [tuple(r) for r in tensors["losses"].tolist()]
-        if "noise.0" in tensors:
-            noise = ExplicitNoise(layouts, init_seed=None)
-            with torch.no_grad():
-                for i, p in enumerate(noise.maps):
-                    p.copy_(tensors[f"noise.{i}"])
-            noise = noise.to(dev).requires_grad_(False)
-            noise_m = [tensors[f"noise_m.{i}"].to(dev) for i in range(len(layouts))]
-            noise_v = [tensors[f"noise_v.{i}"].to(dev) for i in range(len(layouts))]
-        log.info("resuming inversion at stage %d, step %d", stage, step)
+    st = InversionState.load(spath, facts, G.noise_layouts(), dev) if resume else \
+        InversionState.fresh(w_start, G.num_ws, dev)
 
-    def save(stage_: int, step_: int) -> None:
+    def save() -> None:
         if spath is not None:
-            m = _state_meta(cfg, modality, mode, factor, digest, tgt.shape, stage_, step_, w_spread, extra)
-            _save_state(spath, m, w_opt, w_m, w_v, noise, noise_m, noise_v, losses)
+            st.save(spath, facts)
 
-    def region_loss(out: torch.Tensor, top: int, left: int, rh: int, rw: int) -> torch.Tensor:
-        f = factor
-        sl = (slice(None), slice(None), slice(top // f, (top + rh) // f), slice(left // f, (left + rw) // f))
-        return _masked_pyramid_loss(
-            block_mean(out, f), target_t[sl], coverage_t[sl], cfg.loss_scales, cfg.l1_weight, cfg.l2_weight
-        )
-
-    bar = None
-    total_steps = cfg.latent_steps + cfg.noise_steps
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=min(len(losses), total_steps), desc="invert", unit="step")
-    done_here = 0
-
-    def tick(stage_: int, step_: int, values: dict[str, float]) -> bool:
-        nonlocal done_here
-        done_here += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(stage=stage_, loss=f"{values['total']:.4f}")
-        if callback is not None:
-            callback(stage_, step_, values)
-        stop = stop_after is not None and done_here >= stop_after
-        if step_ % cfg.save_every == 0 or stop:
-            save(stage_, step_)
-        return stop
-
-    rh, rw = regions.height, regions.width
+    bar = _Progress(cfg.latent_steps + cfg.noise_steps, len(st.losses), show=progress, callback=callback,
+                    stop_after=stop_after, save_every=cfg.save_every, save=save)
     try:
-        # ---------------------------------------------------------------- stage 1: latents
-        if stage == 1:
-            while step < cfg.latent_steps:
-                t = step / cfg.latent_steps
-                rng = _step_rng(cfg.seed, 1, step)
-                top, left = _pick(regions, rng)
-                noise_seed = int(rng.integers(0, 2**31 - 1))
-                jitter_seed = int(rng.integers(0, 2**31 - 1))
-                w_noise_scale = w_spread * cfg.w_noise_factor * max(0.0, 1.0 - t / cfg.w_noise_ramp) ** 2
-                gen = torch.Generator().manual_seed(jitter_seed)
-                jitter = torch.randn(w_opt.shape, generator=gen).to(dev) * w_noise_scale
-                w_leaf = w_opt.clone().requires_grad_(True)
-                out = G.synthesize(w_leaf + jitter, modality, top, left, rh, rw, noise_seed=noise_seed)
-                pix = region_loss(out, top, left, rh, rw)
-                pix.backward()
-                with torch.no_grad():
-                    _adam(w_opt, w_m, w_v, w_leaf.grad, step + 1, _ramp_lr(t, cfg.lr_latent, cfg))
-                step += 1
-                pv = float(pix.detach())
-                losses.append((1.0, pv, pv, 0.0))
-                if tick(1, step, {"total": pv, "pixel": pv, "noise_reg": 0.0}):
-                    return None
-            stage, step = 2, 0
-            save(stage, step)
-
-        # ---------------------------------------------------------------- stage 2: noise maps
-        if noise is None:
-            noise = ExplicitNoise(layouts, init_seed=cfg.seed).to(dev).requires_grad_(False)
-            noise_m = [torch.zeros_like(p) for p in noise.maps]
-            noise_v = [torch.zeros_like(p) for p in noise.maps]
-        ws = w_opt
-        while step < cfg.noise_steps:
-            t = step / cfg.noise_steps
-            rng = _step_rng(cfg.seed, 2, step)
-            top, left = _pick(regions, rng)
-            slices = _layer_slices(G, top, left, rh, rw, cfg.whole_noise_samples)
-            crops = [p.detach()[:, :, ys, xs].clone().requires_grad_(True) for p, (ys, xs) in zip(noise.maps, slices)]
-            src = _CropNoise(crops, [(ys.start, xs.start) for ys, xs in slices], layouts)
-            out = G.synthesize(ws, modality, top, left, rh, rw, noise=src)
-            pix = region_loss(out, top, left, rh, rw)
-            reg = out.new_zeros(())
-            for crop, wgt in zip(crops, layer_weight):
-                penalty = cfg.noise_corr_weight * _corr_penalty(crop) + cfg.noise_stats_weight * _stats_penalty(crop)
-                reg = reg + wgt * penalty
-            total = pix + reg
-            total.backward()
-            lr = _ramp_lr(t, cfg.lr_noise, cfg)
-            with torch.no_grad():
-                for i, (crop, (ys, xs)) in enumerate(zip(crops, slices)):
-                    _adam(noise.maps[i][:, :, ys, xs], noise_m[i][:, :, ys, xs], noise_v[i][:, :, ys, xs],
-                          crop.grad, step + 1, lr)
-            step += 1
-            tv, pv, rv = float(total.detach()), float(pix.detach()), float(reg.detach())
-            losses.append((2.0, tv, pv, rv))
-            if tick(2, step, {"total": tv, "pixel": pv, "noise_reg": rv}):
-                return None
-        stage = 3
-        save(stage, step)
+        if st.stage == 1 and _latent_stage(pb, st, bar, dev):
+            return None
+        if st.stage == 2 and _noise_stage(pb, st, bar, dev):
+            return None
     finally:
-        if bar is not None:
-            bar.close()
-
-    assert noise is not None
+        bar.close()
     result = InversionResult(
-        ws=w_opt.detach().cpu().clone(), noise=noise.cpu(), losses=np.asarray(losses, np.float64).reshape(-1, 4),
-        modality=modality, mode=mode, factor=factor, config=cfg, extra=extra,
+        ws=st.w_opt.detach().cpu().clone(), noise=st.noise.cpu(),
+        losses=np.asarray(st.losses, np.float64).reshape(-1, 4), modality=modality, mode=mode, factor=factor,
+        config=cfg, extra=extra,
     )
-    recon = synthesize_maps(G, result.ws, result.noise, modalities=(modality,), device=dev)[modality]
-    result.reconstruction = recon
-    result.psnr = reconstruction_psnr(recon, tgt, G.mask.cpu().numpy(), factor)
+    result.reconstruction = synthesize_maps(G, result.ws, result.noise, modalities=(modality,), device=dev)[modality]
+    result.psnr = reconstruction_psnr(result.reconstruction, tgt, G.mask.cpu().numpy(), factor)
     return result
 
 
@@ -930,7 +966,7 @@ def run(
     model = load(checkpoint, device=dev)
     G = _unwrap(model)
     target, _ = load_target(target_path, modality, G.canvas, mode)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     state = out / STATE_NAME
     if overwrite and not resume and state.exists():
         state.unlink()
