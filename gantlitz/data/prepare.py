@@ -19,14 +19,14 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .. import __version__, imageio, maps
 from ..config import MODALITY_CHANNELS
 from ..errors import GantlitzError, OutputExistsError
-from ..outputs import check_output_dir, install_dir
+from ..outputs import check_output_dir, install_dir, make_dirs, write_text
 from ..resample import resize
 from .store import STORE_FORMAT, STORE_VERSION
 
@@ -251,60 +251,105 @@ def prepare(
     is a folder other than a prepared dataset (``out`` is then left untouched). ``overwrite`` replaces
     only the dataset's own files (`DATASET_FILES`); other files in ``out`` are kept.
     """
-    from tqdm.auto import tqdm
-
     src, out = Path(src), Path(out)
     if normal_convention not in maps.CONVENTIONS:
         raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
     check_dataset_out(out, [src, *([mask] if mask is not None else [])], overwrite)
-
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
         mask_file = Path(mask)
-    # --- pass 0: headers (sizes, channel counts) -----------------------------------------------------
+    height, width = _common_size(subjects, mask_file, problems)
+    crop_box = _parse_crop(crop, height, width)
+    plan = _Plan(subjects, crop_box, normal_convention, displacement_height, progress)
+    ch, cw = plan.canvas(height, width)
+    vis, mask_source, ranges, scale = _check_all(plan, src, mask_file, ch, cw)
+    manifest = {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "canvas": {"height": ch, "width": cw},
+        "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
+        "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
+        "crop": list(crop_box) if crop_box else None, "mask": mask_source,
+        "preview": dict(zip(("height", "width"), _preview_size(ch, cw))), "dtype": "uint16",
+        "source": str(src.resolve()), "source_size": {"height": height, "width": width},
+        "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "gantlitz_version": __version__,
+    }
+    make_dirs(out.parent)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _write_store(plan, tmp, vis, ranges, scale, manifest)
+        install_dir(tmp, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@dataclass
+class _Plan:
+    """What every pass over the subjects needs."""
+
+    subjects: list[SubjectFiles]
+    crop_box: tuple[int, int, int, int] | None
+    normal_convention: str
+    displacement_height: float
+    progress: bool
+
+    def canvas(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) after the crop, checked against the canvas multiple."""
+        ch, cw = (self.crop_box[3], self.crop_box[2]) if self.crop_box else (height, width)
+        if ch % CANVAS_MULTIPLE or cw % CANVAS_MULTIPLE:
+            raise PrepareError([
+                f"canvas {cw}x{ch} (after crop) is not divisible by {CANVAS_MULTIPLE}; pass --crop X,Y,W,H with W and "
+                f"H multiples of {CANVAS_MULTIPLE} (training later checks its own patch size against the canvas)"
+            ])
+        return ch, cw
+
+    def load(self, subj: SubjectFiles) -> tuple[Any, list[str]]:
+        return _load_subject(subj, self.crop_box, self.normal_convention, self.displacement_height)
+
+    def each(self, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(self.subjects, desc=desc, unit="subject", disable=not self.progress)
+
+
+def _common_size(subjects: list[SubjectFiles], mask_file: Path | None, problems: list[str]) -> tuple[int, int]:
+    """Pass 0, headers only: the (height, width) all maps share; every unreadable or odd-sized file is a
+    problem (raised together with the layout problems found so far)."""
     sizes: dict[Path, tuple[int, int, int]] = {}
-    for subj in subjects:
-        for path in subj.files.values():
-            try:
-                sizes[path] = imageio.image_size(path)
-            except imageio.ImageError as exc:
-                problems.append(str(exc))
-    if mask_file is not None:
+    for path in [p for subj in subjects for p in subj.files.values()] + ([mask_file] if mask_file else []):
         try:
-            sizes[mask_file] = imageio.image_size(mask_file)
+            sizes[path] = imageio.image_size(path)
         except imageio.ImageError as exc:
             problems.append(str(exc))
     hw = [s[:2] for s in sizes.values()]
-    if hw:
-        ref = max(set(hw), key=hw.count)
-        for path, s in sizes.items():
-            if s[:2] != ref:
-                problems.append(f"{path}: size {s[1]}x{s[0]} differs from the other maps ({ref[1]}x{ref[0]})")
+    ref = max(set(hw), key=hw.count) if hw else (0, 0)
+    problems += [f"{path}: size {s[1]}x{s[0]} differs from the other maps ({ref[1]}x{ref[0]})"
+                 for path, s in sizes.items() if s[:2] != ref]
     if problems:
         raise PrepareError(problems)
-    height, width = ref
-    crop_box = _parse_crop(crop, height, width)
-    ch, cw = (crop_box[3], crop_box[2]) if crop_box else (height, width)
-    if ch % CANVAS_MULTIPLE or cw % CANVAS_MULTIPLE:
-        raise PrepareError([
-            f"canvas {cw}x{ch} (after crop) is not divisible by {CANVAS_MULTIPLE}; pass --crop X,Y,W,H with W and H "
-            f"multiples of {CANVAS_MULTIPLE} (training later checks its own patch size against the canvas)"
-        ])
+    return ref
 
-    # --- pass 1: decode and check everything; heights and the dataset-wide scale ---------------------
+
+def _check_all(plan: _Plan, src: Path, mask_file: Path | None, ch: int, cw: int):
+    """Pass 1: decode and check every file; returns the visibility mask, its source, every subject's
+    height range and the dataset-wide displacement scale (the widest range)."""
+    problems: list[str] = []
     file_mask = None
     if mask_file is not None:
         try:
-            m = imageio.read_image(mask_file)
-            file_mask = (_crop(m, crop_box)[:, :, 0] > 0.5).astype(np.uint8)
+            file_mask = (_crop(imageio.read_image(mask_file), plan.crop_box)[:, :, 0] > 0.5).astype(np.uint8)
             if not file_mask.any():
                 problems.append(f"{mask_file}: mask is empty (no pixel > 0.5)")
         except imageio.ImageError as exc:
             problems.append(str(exc))
     loaded = []
     derived = np.zeros((ch, cw), np.uint8) if file_mask is None else None
-    for subj in tqdm(subjects, desc="check", unit="subject", disable=not progress):
-        res, probs = _load_subject(subj, crop_box, normal_convention, displacement_height)
+    for subj in plan.each("check"):
+        res, probs = plan.load(subj)
         problems += probs
         loaded.append(res)
         if res is not None and derived is not None:
@@ -317,79 +362,40 @@ def prepare(
     if file_mask is not None:
         vis, mask_source = file_mask, str(Path(mask_file).resolve())
     else:
-        assert derived is not None
         vis = maps.clean_mask(derived, min_island=max(16, int(1e-4 * derived.size)))
         mask_source = "derived"
         if not vis.any():
             raise PrepareError([f"{src}: the derived mask is empty (all maps equal their border value); pass --mask"])
     ranges = []
-    for subj, res in zip(subjects, loaded):
-        kind, _, _, data = res
-        h = _height(kind, data, vis, normal_convention)
-        hv = h[vis > 0]
+    for kind, _, _, data in loaded:
+        hv = _height(kind, data, vis, plan.normal_convention)[vis > 0]
         ranges.append((float(hv.min()), float(hv.max())))
     scale = max(hi - lo for lo, hi in ranges)
-    if not np.isfinite(scale) or scale <= 0:
-        scale = 1.0
-    del loaded
+    return vis, mask_source, ranges, scale if np.isfinite(scale) and scale > 0 else 1.0
 
-    # --- pass 2: write into a temporary sibling, manifest last, then rename ----------------------------
-    n = len(subjects)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir()
-    try:
-        tex = np.lib.format.open_memmap(tmp / "textures.npy", mode="w+", dtype=np.uint16, shape=(n, ch, cw, 5))
-        ph, pw = _preview_size(ch, cw)
-        prev = np.lib.format.open_memmap(tmp / "preview.npy", mode="w+", dtype=np.uint16, shape=(n, ph, pw, 5))
-        inv = vis == 0
-        for i, subj in enumerate(tqdm(subjects, desc="write", unit="subject", disable=not progress)):
-            res, probs = _load_subject(subj, crop_box, normal_convention, displacement_height)
-            if probs:  # the files changed since pass 1
-                raise PrepareError(probs)
-            kind, albedo, spec, data = res
-            lo, hi = ranges[i]
-            h = _height(kind, data, vis, normal_convention)
-            disp = 0.5 + (h - 0.5 * (lo + hi)) / scale
-            full = np.concatenate([albedo, spec[..., None], disp[..., None]], axis=2).astype(np.float32)
-            full[inv] = 0.5
-            q = _quantise(full)
-            tex[i] = q
-            prev[i] = _quantise(resize(full, ph, pw))
-            del full, q, h, disp
-        tex.flush()
-        prev.flush()
-        del tex, prev
-        np.save(tmp / "mask.npy", vis.astype(np.uint8))
-        manifest = {
-            "format": STORE_FORMAT,
-            "version": STORE_VERSION,
-            "canvas": {"height": ch, "width": cw},
-            "modalities": dict(MODALITY_CHANNELS),
-            "subjects": [s.name for s in subjects],
-            "displacement_scale": float(scale),
-            "normal_convention": normal_convention,
-            "flip": bool(flip),
-            "crop": list(crop_box) if crop_box else None,
-            "mask": mask_source,
-            "preview": {"height": ph, "width": pw},
-            "dtype": "uint16",
-            "source": str(src.resolve()),
-            "source_size": {"height": height, "width": width},
-            "displacement_height": float(displacement_height),
-            "canvas_multiple": CANVAS_MULTIPLE,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "gantlitz_version": __version__,
-        }
-        with open(tmp / "manifest.json.tmp", "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp / "manifest.json.tmp", tmp / "manifest.json")
-        install_dir(tmp, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+def _write_store(plan: _Plan, tmp: Path, vis: np.ndarray, ranges: list[tuple[float, float]], scale: float,
+                 manifest: dict[str, Any]) -> None:
+    """Pass 2: textures, previews and mask into `tmp`, the manifest last (fsynced)."""
+    n, (ch, cw) = len(plan.subjects), (manifest["canvas"]["height"], manifest["canvas"]["width"])
+    ph, pw = manifest["preview"]["height"], manifest["preview"]["width"]
+    tex = np.lib.format.open_memmap(tmp / "textures.npy", mode="w+", dtype=np.uint16, shape=(n, ch, cw, 5))
+    prev = np.lib.format.open_memmap(tmp / "preview.npy", mode="w+", dtype=np.uint16, shape=(n, ph, pw, 5))
+    inv = vis == 0
+    for i, subj in enumerate(plan.each("write")):
+        res, probs = plan.load(subj)
+        if probs:  # the files changed since pass 1
+            raise PrepareError(probs)
+        kind, albedo, spec, data = res
+        lo, hi = ranges[i]
+        disp = 0.5 + (_height(kind, data, vis, plan.normal_convention) - 0.5 * (lo + hi)) / scale
+        full = np.concatenate([albedo, spec[..., None], disp[..., None]], axis=2).astype(np.float32)
+        full[inv] = 0.5
+        tex[i] = _quantise(full)
+        prev[i] = _quantise(resize(full, ph, pw))
+        del full, disp
+    tex.flush()
+    prev.flush()
+    del tex, prev
+    np.save(tmp / "mask.npy", vis.astype(np.uint8))
+    write_text(tmp / "manifest.json", json.dumps(manifest, indent=2), fsync=True)
