@@ -54,9 +54,13 @@ def disc_channels(mode: DiscPos, periods: int = 5) -> int:
     return {"sin": 4 * periods, "uv": 2, "none": 0}[mode]
 
 
-def disc_periods(patch: int, canvas: tuple[int, int], count: int = 5) -> torch.Tensor:
-    """Periods from 2x the patch side to 2x the long canvas side, spaced geometrically (§4.4.4)."""
-    return torch.logspace(math.log10(2.0 * patch), math.log10(2.0 * max(canvas)), count, dtype=torch.float64)
+def disc_periods(
+    patch: int, canvas: tuple[int, int], count: int = 5, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Periods from 2x the patch side to 2x the long canvas side, spaced geometrically (§4.4.4). Made on
+    `device`: copying host-made periods to a GPU in every D pass would synchronise the training step."""
+    return torch.logspace(math.log10(2.0 * patch), math.log10(2.0 * max(canvas)), count, dtype=torch.float64,
+                          device=device)
 
 
 def disc_centre(
@@ -71,7 +75,7 @@ def disc_centre(
     if mode == "uv":
         return torch.cat([rows / canvas[0] * 2 - 1, cols / canvas[1] * 2 - 1], dim=1).float()
     if mode == "sin":
-        per = disc_periods(size, canvas, periods).to(tops.device)
+        per = disc_periods(size, canvas, periods, tops.device)
         return torch.cat([_sinusoids(rows, per)[..., 0], _sinusoids(cols, per)[..., 0]], dim=1).float()
     raise ValueError(f"unknown discriminator position mode {mode!r}")
 
@@ -91,7 +95,7 @@ def disc_input(
         fy = (rows / canvas[0] * 2 - 1)[:, None, :]
         fx = (cols / canvas[1] * 2 - 1)[:, None, :]
     elif mode == "sin":
-        per = disc_periods(size, canvas, periods).to(device)
+        per = disc_periods(size, canvas, periods, device)
         fy, fx = _sinusoids(rows, per), _sinusoids(cols, per)
     else:
         raise ValueError(f"unknown discriminator position mode {mode!r}")
