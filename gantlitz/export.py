@@ -21,6 +21,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,83 @@ def _to8(a: np.ndarray) -> np.ndarray:
     return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+class _Buffer:
+    """The binary chunk of a .glb being assembled: 4-byte aligned buffer views and their accessors."""
+
+    def __init__(self) -> None:
+        import pygltflib as g
+
+        self.g = g
+        self.blob = bytearray()
+        self.views: list = []
+        self.accessors: list = []
+
+    def _align(self) -> None:
+        while len(self.blob) % 4:
+            self.blob.append(0)
+
+    def view(self, data: bytes, target: int | None = None) -> int:
+        self._align()
+        self.views.append(self.g.BufferView(buffer=0, byteOffset=len(self.blob), byteLength=len(data), target=target))
+        self.blob.extend(data)
+        return len(self.views) - 1
+
+    def accessor(self, array: np.ndarray, kind: str, component: int, target: int, bounds: bool) -> int:
+        view = self.view(np.ascontiguousarray(array).tobytes(), target)
+        flat = array.reshape(len(array), -1) if kind != "SCALAR" else array.reshape(-1, 1)
+        acc = self.g.Accessor(bufferView=view, byteOffset=0, componentType=component, count=len(array), type=kind)
+        if bounds:
+            acc.min = [float(x) for x in flat.min(axis=0)]
+            acc.max = [float(x) for x in flat.max(axis=0)]
+            if kind == "SCALAR":
+                acc.min, acc.max = [int(acc.min[0])], [int(acc.max[0])]
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+    def finish(self) -> bytes:
+        self._align()
+        return bytes(self.blob)
+
+
+def _texture_images(maps: Maps) -> list[tuple[str, bytes]]:
+    """baseColor, normal (OpenGL convention) and specular (in alpha) as PNG files."""
+    normal = maps.normal if maps.normal is not None else np.full((1, 1, 3), (0.5, 0.5, 1.0), np.float32)
+    if maps.convention == "directx":
+        normal = normal.copy()
+        normal[:, :, 1] = 1.0 - normal[:, :, 1]
+    spec = maps.specular if maps.specular is not None else np.full((1, 1, 1), 0.25, np.float32)
+    spec_rgba = np.concatenate([np.ones(spec.shape[:2] + (3,), np.float32), spec], axis=2)
+    return [("baseColor", _png(_to8(maps.albedo))), ("normal", _png(_to8(normal))), ("specular", _png(_to8(spec_rgba)))]
+
+
+def _geometry(mesh: Mesh, buf: _Buffer) -> tuple[int, dict[str, int]]:
+    """Index and vertex attribute accessors of `mesh` (glTF UVs: v down)."""
+    uv = mesh.uvs.astype(np.float32).copy()
+    uv[:, 1] = 1.0 - uv[:, 1]  # OpenGL UVs (v up) -> glTF UVs (v down)
+    index_type = _UINT16 if len(mesh.positions) < 65535 else _UINT32
+    indices = mesh.faces.astype(np.uint16 if index_type == _UINT16 else np.uint32).reshape(-1)
+    index_accessor = buf.accessor(indices, "SCALAR", index_type, _ELEMENT_ARRAY_BUFFER, True)
+    attributes = [("POSITION", mesh.positions.astype(np.float32), "VEC3"),
+                  ("NORMAL", mesh.normals.astype(np.float32), "VEC3"),
+                  ("TANGENT", mesh.tangents.astype(np.float32), "VEC4"), ("TEXCOORD_0", uv, "VEC2")]
+    return index_accessor, {key: buf.accessor(array, kind, _FLOAT, _ARRAY_BUFFER, key == "POSITION")
+                            for key, array, kind in attributes}
+
+
+def _material(g: Any, name: str, roughness: float, specular_scale: float) -> Any:
+    """Dielectric skin: base colour, normal map, KHR_materials_specular (texture in alpha, F0 scaled)."""
+    return g.Material(
+        name=f"{name}-skin",
+        pbrMetallicRoughness=g.PbrMetallicRoughness(
+            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=float(roughness)
+        ),
+        normalTexture=g.NormalMaterialTexture(index=1, scale=1.0),
+        doubleSided=True,
+        extensions={SPECULAR_EXTENSION: {"specularFactor": 1.0, "specularTexture": {"index": 2},
+                                         "specularColorFactor": [float(specular_scale) / _IOR_15_F0] * 3}},
+    )
+
+
 def export_gltf(
     maps: Maps,
     mesh: Mesh | str | os.PathLike | None = None,
@@ -68,8 +146,6 @@ def export_gltf(
     to ``out`` as a .glb; maps with a longer side than ``max_texture`` are down-sampled (None: as they
     are). Returns the path. The file is validated with :func:`validate_glb` before it is moved into place.
     """
-    import pygltflib as g
-
     out = Path(out)
     if out.suffix.lower() != ".glb":
         raise ExportError(f"{out}: the output must be a .glb file (glTF 2.0 binary)")
@@ -77,96 +153,30 @@ def export_gltf(
         raise ExportError(f"{out}: exists (use --overwrite)")
     if not isinstance(mesh, Mesh):
         mesh = load_mesh(mesh)
-    maps = maps.resized(max_texture)
-
-    normal = maps.normal if maps.normal is not None else np.full((1, 1, 3), (0.5, 0.5, 1.0), np.float32)
-    if maps.convention == "directx":
-        normal = normal.copy()
-        normal[:, :, 1] = 1.0 - normal[:, :, 1]
-    spec = maps.specular if maps.specular is not None else np.full((1, 1, 1), 0.25, np.float32)
-    spec_rgba = np.concatenate([np.ones(spec.shape[:2] + (3,), np.float32), spec], axis=2)
-    images = [("baseColor", _png(_to8(maps.albedo))), ("normal", _png(_to8(normal))),
-              ("specular", _png(_to8(spec_rgba)))]
-
-    uv = mesh.uvs.astype(np.float32).copy()
-    uv[:, 1] = 1.0 - uv[:, 1]  # OpenGL UVs (v up) -> glTF UVs (v down)
-    n_vertices = len(mesh.positions)
-    index_type = _UINT16 if n_vertices < 65535 else _UINT32
-    indices = mesh.faces.astype(np.uint16 if index_type == _UINT16 else np.uint32).reshape(-1)
-    attributes = [
-        ("POSITION", mesh.positions.astype(np.float32), "VEC3"),
-        ("NORMAL", mesh.normals.astype(np.float32), "VEC3"),
-        ("TANGENT", mesh.tangents.astype(np.float32), "VEC4"),
-        ("TEXCOORD_0", uv, "VEC2"),
-    ]
-
-    blob = bytearray()
-    buffer_views: list = []
-    accessors: list = []
-
-    def add_view(data: bytes, target: int | None = None) -> int:
-        while len(blob) % 4:
-            blob.append(0)
-        buffer_views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target))
-        blob.extend(data)
-        return len(buffer_views) - 1
-
-    def add_accessor(array: np.ndarray, kind: str, component: int, target: int, bounds: bool) -> int:
-        view = add_view(np.ascontiguousarray(array).tobytes(), target)
-        flat = array.reshape(len(array), -1) if kind != "SCALAR" else array.reshape(-1, 1)
-        acc = g.Accessor(bufferView=view, byteOffset=0, componentType=component, count=len(array), type=kind)
-        if bounds:
-            acc.min = [float(x) for x in flat.min(axis=0)]
-            acc.max = [float(x) for x in flat.max(axis=0)]
-            if kind == "SCALAR":
-                acc.min, acc.max = [int(acc.min[0])], [int(acc.max[0])]
-        accessors.append(acc)
-        return len(accessors) - 1
-
-    index_accessor = add_accessor(indices, "SCALAR", index_type, _ELEMENT_ARRAY_BUFFER, True)
-    attribute_accessors = {
-        key: add_accessor(array, kind, _FLOAT, _ARRAY_BUFFER, key == "POSITION") for key, array, kind in attributes
-    }
-    image_entries = []
-    for image_name, data in images:
-        image_entries.append(g.Image(bufferView=add_view(data), mimeType="image/png", name=image_name))
-    while len(blob) % 4:
-        blob.append(0)
-
-    color_factor = float(specular_scale) / _IOR_15_F0
-    material = g.Material(
-        name=f"{name}-skin",
-        pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=float(roughness)
-        ),
-        normalTexture=g.NormalMaterialTexture(index=1, scale=1.0),
-        doubleSided=True,
-        extensions={
-            SPECULAR_EXTENSION: {
-                "specularFactor": 1.0,
-                "specularTexture": {"index": 2},
-                "specularColorFactor": [color_factor] * 3,
-            }
-        },
-    )
+    images = _texture_images(maps.resized(max_texture))
+    buf = _Buffer()
+    g = buf.g
+    index_accessor, attribute_accessors = _geometry(mesh, buf)
+    image_entries = [g.Image(bufferView=buf.view(data), mimeType="image/png", name=n) for n, data in images]
     primitive = g.Primitive(attributes=g.Attributes(**attribute_accessors), indices=index_accessor,
                             material=0, mode=4)
+    blob = buf.finish()
     gltf = g.GLTF2(
         asset=g.Asset(version="2.0", generator="gantlitz export"),
         scene=0,
         scenes=[g.Scene(nodes=[0])],
         nodes=[g.Node(mesh=0, name=name)],
         meshes=[g.Mesh(primitives=[primitive], name=name)],
-        materials=[material],
+        materials=[_material(g, name, roughness, specular_scale)],
         samplers=[g.Sampler(magFilter=9729, minFilter=9987, wrapS=33071, wrapT=33071)],
         textures=[g.Texture(source=i, sampler=0, name=n) for i, (n, _) in enumerate(images)],
         images=image_entries,
-        accessors=accessors,
-        bufferViews=buffer_views,
+        accessors=buf.accessors,
+        bufferViews=buf.views,
         buffers=[g.Buffer(byteLength=len(blob))],
         extensionsUsed=[SPECULAR_EXTENSION],
     )
-    gltf.set_binary_blob(bytes(blob))
+    gltf.set_binary_blob(blob)
     with atomic_path(out, overwrite=overwrite) as tmp:
         gltf.save_binary(str(tmp))
         validate_glb(tmp)
@@ -206,137 +216,147 @@ def validate_glb(path: str | os.PathLike) -> dict:
     KHR_materials_specular textures resolve to images (specular with an alpha channel), with the
     extension listed in ``extensionsUsed``. Raises :class:`ExportError` listing every problem; returns
     a summary dict (vertex/triangle counts, image sizes, material)."""
-    from PIL import Image
-
     p = Path(path)
     doc, blob = _read_glb(p)
-    problems: list[str] = []
-    if doc.get("asset", {}).get("version") != "2.0":
-        problems.append("asset.version is not '2.0'")
-    buffers = doc.get("buffers", [])
-    if len(buffers) != 1 or buffers[0].get("byteLength", -1) > len(blob):
-        problems.append("expected one buffer that fits in the BIN chunk")
-    views = doc.get("bufferViews", [])
-    for i, v in enumerate(views):
-        if v.get("byteOffset", 0) + v.get("byteLength", 0) > len(blob):
-            problems.append(f"bufferView {i} runs past the buffer")
-    accessors = doc.get("accessors", [])
+    check = _GlbCheck(doc, blob)
+    check.meshes()
+    check.images()
+    check.material()
+    if check.problems:
+        raise ExportError(f"{p}: invalid glTF: " + "; ".join(check.problems))
+    return check.summary
 
-    def accessor_array(i: int) -> np.ndarray | None:
-        a = accessors[i]
+
+class _GlbCheck:
+    """The parts of `validate_glb`; each appends what it finds wrong to `problems` and fills `summary`."""
+
+    def __init__(self, doc: dict, blob: bytes) -> None:
+        self.doc, self.blob = doc, blob
+        self.problems: list[str] = []
+        self.summary: dict = {"vertices": 0, "triangles": 0, "images": {}, "material": {}}
+        self.decoded: dict[int, Any] = {}
+        if doc.get("asset", {}).get("version") != "2.0":
+            self.problems.append("asset.version is not '2.0'")
+        buffers = doc.get("buffers", [])
+        if len(buffers) != 1 or buffers[0].get("byteLength", -1) > len(blob):
+            self.problems.append("expected one buffer that fits in the BIN chunk")
+        self.views = doc.get("bufferViews", [])
+        for i, v in enumerate(self.views):
+            if v.get("byteOffset", 0) + v.get("byteLength", 0) > len(blob):
+                self.problems.append(f"bufferView {i} runs past the buffer")
+        self.accessors = doc.get("accessors", [])
+        self.textures = doc.get("textures", [])
+
+    def accessor_array(self, i: int) -> np.ndarray | None:
+        a = self.accessors[i]
         kind, comp, count = a.get("type"), a.get("componentType"), a.get("count", 0)
         if kind not in _COMPONENTS or comp not in _COMPONENT_SIZE:
-            problems.append(f"accessor {i}: bad type {kind} / componentType {comp}")
+            self.problems.append(f"accessor {i}: bad type {kind} / componentType {comp}")
             return None
-        view = views[a["bufferView"]]
-        stride = view.get("byteStride")
+        view = self.views[a["bufferView"]]
         n = _COMPONENTS[kind]
         size = _COMPONENT_SIZE[comp] * n
-        if stride not in (None, size):
-            problems.append(f"accessor {i}: interleaved views are not checked")
+        if view.get("byteStride") not in (None, size):
+            self.problems.append(f"accessor {i}: interleaved views are not checked")
             return None
         start = view.get("byteOffset", 0) + a.get("byteOffset", 0)
         if a.get("byteOffset", 0) + size * count > view["byteLength"]:
-            problems.append(f"accessor {i}: runs past its bufferView")
+            self.problems.append(f"accessor {i}: runs past its bufferView")
             return None
         dtype = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
                  5126: np.float32}[comp]
-        arr = np.frombuffer(blob, dtype=dtype, count=count * n, offset=start).reshape(count, n)
+        arr = np.frombuffer(self.blob, dtype=dtype, count=count * n, offset=start).reshape(count, n)
         if comp == _FLOAT and not np.all(np.isfinite(arr)):
-            problems.append(f"accessor {i}: non-finite values")
+            self.problems.append(f"accessor {i}: non-finite values")
         return arr
 
-    summary: dict = {"vertices": 0, "triangles": 0, "images": {}, "material": {}}
-    meshes = doc.get("meshes", [])
-    if not meshes:
-        problems.append("no meshes")
-    for mi, mesh in enumerate(meshes):
-        for pi, prim in enumerate(mesh.get("primitives", [])):
-            attrs = prim.get("attributes", {})
-            for key in ("POSITION", "NORMAL", "TANGENT", "TEXCOORD_0"):
-                if key not in attrs:
-                    problems.append(f"mesh {mi} primitive {pi}: no {key}")
-            counts = set()
-            for key, ai in attrs.items():
-                arr = accessor_array(ai)
-                if arr is not None:
-                    counts.add(len(arr))
-                    want = {"POSITION": 3, "NORMAL": 3, "TANGENT": 4, "TEXCOORD_0": 2}.get(key)
-                    if want and arr.shape[1] != want:
-                        problems.append(f"mesh {mi} primitive {pi}: {key} has {arr.shape[1]} components")
-                    if key == "POSITION":
-                        a = accessors[ai]
-                        if "min" not in a or "max" not in a:
-                            problems.append("POSITION accessor without min/max")
-                    if key == "TANGENT" and not np.all(np.isin(arr[:, 3], (-1.0, 1.0))):
-                        problems.append("TANGENT.w must be +1 or -1")
-            if len(counts) > 1:
-                problems.append(f"mesh {mi} primitive {pi}: attributes have different counts {sorted(counts)}")
-            n_vertices = counts.pop() if len(counts) == 1 else 0
-            summary["vertices"] += n_vertices
-            if "indices" in prim:
-                idx = accessor_array(prim["indices"])
-                if idx is not None:
-                    if len(idx) % 3:
-                        problems.append(f"mesh {mi} primitive {pi}: index count not a multiple of 3")
-                    if len(idx) and int(idx.max()) >= n_vertices:
-                        problems.append(f"mesh {mi} primitive {pi}: index {int(idx.max())} >= {n_vertices} vertices")
-                    summary["triangles"] += len(idx) // 3
+    def meshes(self) -> None:
+        meshes = self.doc.get("meshes", [])
+        if not meshes:
+            self.problems.append("no meshes")
+        for mi, mesh in enumerate(meshes):
+            for pi, prim in enumerate(mesh.get("primitives", [])):
+                self._primitive(f"mesh {mi} primitive {pi}", prim)
 
-    images = doc.get("images", [])
-    decoded: dict[int, Image.Image] = {}
-    for i, im in enumerate(images):
-        if "bufferView" not in im:
-            problems.append(f"image {i}: not embedded in the buffer")
-            continue
-        v = views[im["bufferView"]]
-        data = blob[v.get("byteOffset", 0) : v.get("byteOffset", 0) + v["byteLength"]]
-        try:
-            pil = Image.open(io.BytesIO(data))
-            pil.load()
-        except Exception as e:
-            problems.append(f"image {i}: does not decode ({e})")
-            continue
-        if im.get("mimeType") != f"image/{pil.format.lower()}":
-            problems.append(f"image {i}: mimeType {im.get('mimeType')} but the data is {pil.format}")
-        decoded[i] = pil
-        summary["images"][im.get("name", str(i))] = (pil.width, pil.height, pil.mode)
-    textures = doc.get("textures", [])
+    def _primitive(self, where: str, prim: dict) -> None:
+        attrs = prim.get("attributes", {})
+        self.problems += [f"{where}: no {key}" for key in ("POSITION", "NORMAL", "TANGENT", "TEXCOORD_0")
+                          if key not in attrs]
+        counts = set()
+        for key, ai in attrs.items():
+            arr = self.accessor_array(ai)
+            if arr is None:
+                continue
+            counts.add(len(arr))
+            want = {"POSITION": 3, "NORMAL": 3, "TANGENT": 4, "TEXCOORD_0": 2}.get(key)
+            if want and arr.shape[1] != want:
+                self.problems.append(f"{where}: {key} has {arr.shape[1]} components")
+            if key == "POSITION" and ("min" not in self.accessors[ai] or "max" not in self.accessors[ai]):
+                self.problems.append("POSITION accessor without min/max")
+            if key == "TANGENT" and not np.all(np.isin(arr[:, 3], (-1.0, 1.0))):
+                self.problems.append("TANGENT.w must be +1 or -1")
+        if len(counts) > 1:
+            self.problems.append(f"{where}: attributes have different counts {sorted(counts)}")
+        n_vertices = counts.pop() if len(counts) == 1 else 0
+        self.summary["vertices"] += n_vertices
+        idx = self.accessor_array(prim["indices"]) if "indices" in prim else None
+        if idx is not None:
+            if len(idx) % 3:
+                self.problems.append(f"{where}: index count not a multiple of 3")
+            if len(idx) and int(idx.max()) >= n_vertices:
+                self.problems.append(f"{where}: index {int(idx.max())} >= {n_vertices} vertices")
+            self.summary["triangles"] += len(idx) // 3
 
-    def texture_image(info: dict | None, what: str) -> Image.Image | None:
+    def images(self) -> None:
+        from PIL import Image
+
+        for i, im in enumerate(self.doc.get("images", [])):
+            if "bufferView" not in im:
+                self.problems.append(f"image {i}: not embedded in the buffer")
+                continue
+            v = self.views[im["bufferView"]]
+            data = self.blob[v.get("byteOffset", 0) : v.get("byteOffset", 0) + v["byteLength"]]
+            try:
+                pil = Image.open(io.BytesIO(data))
+                pil.load()
+            except Exception as e:
+                self.problems.append(f"image {i}: does not decode ({e})")
+                continue
+            if im.get("mimeType") != f"image/{pil.format.lower()}":
+                self.problems.append(f"image {i}: mimeType {im.get('mimeType')} but the data is {pil.format}")
+            self.decoded[i] = pil
+            self.summary["images"][im.get("name", str(i))] = (pil.width, pil.height, pil.mode)
+
+    def _texture(self, info: dict | None, what: str) -> Any:
         if info is None:
-            problems.append(f"material has no {what} texture")
+            self.problems.append(f"material has no {what} texture")
             return None
         ti = info.get("index", -1)
-        if not 0 <= ti < len(textures) or textures[ti].get("source", -1) not in decoded:
-            problems.append(f"{what} texture {ti} does not resolve to a decodable image")
+        if not 0 <= ti < len(self.textures) or self.textures[ti].get("source", -1) not in self.decoded:
+            self.problems.append(f"{what} texture {ti} does not resolve to a decodable image")
             return None
-        return decoded[textures[ti]["source"]]
+        return self.decoded[self.textures[ti]["source"]]
 
-    materials = doc.get("materials", [])
-    if not materials:
-        problems.append("no material")
-    else:
+    def material(self) -> None:
+        materials = self.doc.get("materials", [])
+        if not materials:
+            self.problems.append("no material")
+            return
         m = materials[0]
         pbr = m.get("pbrMetallicRoughness", {})
-        texture_image(pbr.get("baseColorTexture"), "baseColor")
-        texture_image(m.get("normalTexture"), "normal")
+        self._texture(pbr.get("baseColorTexture"), "baseColor")
+        self._texture(m.get("normalTexture"), "normal")
         ext = m.get("extensions", {}).get(SPECULAR_EXTENSION)
         if ext is None:
-            problems.append(f"material has no {SPECULAR_EXTENSION}")
+            self.problems.append(f"material has no {SPECULAR_EXTENSION}")
         else:
-            if SPECULAR_EXTENSION not in doc.get("extensionsUsed", []):
-                problems.append(f"{SPECULAR_EXTENSION} used but not listed in extensionsUsed")
-            spec = texture_image(ext.get("specularTexture"), "specular")
+            if SPECULAR_EXTENSION not in self.doc.get("extensionsUsed", []):
+                self.problems.append(f"{SPECULAR_EXTENSION} used but not listed in extensionsUsed")
+            spec = self._texture(ext.get("specularTexture"), "specular")
             if spec is not None and "A" not in spec.mode:
-                problems.append("specularTexture has no alpha channel (the extension reads alpha)")
+                self.problems.append("specularTexture has no alpha channel (the extension reads alpha)")
             if not 0.0 <= ext.get("specularFactor", 1.0) <= 1.0:
-                problems.append("specularFactor outside [0, 1]")
-        summary["material"] = {
-            "metallicFactor": pbr.get("metallicFactor", 1.0),
-            "roughnessFactor": pbr.get("roughnessFactor", 1.0),
-            "extensions": sorted(m.get("extensions", {})),
-        }
-    if problems:
-        raise ExportError(f"{p}: invalid glTF: " + "; ".join(problems))
-    return summary
+                self.problems.append("specularFactor outside [0, 1]")
+        self.summary["material"] = {"metallicFactor": pbr.get("metallicFactor", 1.0),
+                                    "roughnessFactor": pbr.get("roughnessFactor", 1.0),
+                                    "extensions": sorted(m.get("extensions", {}))}
