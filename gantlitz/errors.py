@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["GantlitzError", "UsageError", "OutputError", "OutputExistsError", "RunLockedError"]
+__all__ = ["GantlitzError", "UsageError", "InputError", "InputNotFoundError", "OutputError", "OutputExistsError",
+           "RunLockedError"]
 
 
 class GantlitzError(Exception):
@@ -22,6 +23,17 @@ class UsageError(GantlitzError, ValueError):
     """An impossible argument value (a negative duration, a NaN truncation, an unknown device, ...)."""
 
     exit_code = 2
+
+
+class InputError(GantlitzError, ValueError):
+    """An input that can not be used as given (too few subjects, a bad weight file, an unknown location)."""
+
+
+class InputNotFoundError(GantlitzError, FileNotFoundError):
+    """A named input file or folder that does not exist."""
+
+    def __str__(self) -> str:  # OSError's own __str__ would show the argument tuple
+        return str(self.args[0])
 
 
 class OutputError(GantlitzError, OSError):

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,8 +32,9 @@ from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
-from .outputs import atomic_path, write_json
-from .resample import area_downsample, resize
+from .errors import InputError, InputNotFoundError, OutputError
+from .outputs import atomic_path, make_dirs, refuse_existing, write_json
+from .resample import area_downsample, network_to_unit, resize
 
 __all__ = [
     "REAL",
@@ -95,19 +97,19 @@ def evaluate_sets(
     """
     real = np.asarray(real)
     if real.ndim != 4 or real.shape[-1] != 3:
-        raise ValueError(f"real must be N×H×W×3, got shape {real.shape}")
+        raise InputError(f"real must be N×H×W×3, got shape {real.shape}")
     n_real = real.shape[0]
     size = n_real // 2 if subset_size is None else int(subset_size)
     if 2 * size > n_real or size < 2:
-        raise ValueError(
+        raise InputError(
             f"subset_size {size} needs 2 <= subset_size <= N/2 = {n_real // 2} real images "
             "(the reference compares two disjoint real subsets)"
         )
     for name, imgs in generated.items():
         if name == REAL:
-            raise ValueError(f"{REAL!r} is reserved for the reference distribution")
+            raise InputError(f"{REAL!r} is reserved for the reference distribution")
         if np.shape(imgs)[0] < size:
-            raise ValueError(f"generated set {name!r} has {np.shape(imgs)[0]} images, needs >= subset_size {size}")
+            raise InputError(f"generated set {name!r} has {np.shape(imgs)[0]} images, needs >= subset_size {size}")
 
     def feats(images: np.ndarray, desc: str) -> np.ndarray:
         return extract_features(extractor, images, batch_size=batch_size, device=device, progress=progress, desc=desc)
@@ -150,12 +152,12 @@ def resolve_location(
     """
     height, width = int(canvas[0]), int(canvas[1])
     if patch > height or patch > width:
-        raise ValueError(f"patch {patch} does not fit in the canvas {width}x{height}")
+        raise InputError(f"patch {patch} does not fit in the canvas {width}x{height}")
     if isinstance(location, str) and "," in location:
         try:
             location = tuple(int(v) for v in location.split(","))
         except ValueError as exc:
-            raise ValueError(f"location {location!r} is neither a name nor TOP,LEFT integers") from exc
+            raise InputError(f"location {location!r} is neither a name nor TOP,LEFT integers") from exc
     if isinstance(location, str):
         named = dict((manifest or {}).get("locations") or {})
         if location in named:
@@ -171,13 +173,13 @@ def resolve_location(
             top, left = snap(fy * height, height), snap(fx * width, width)
         else:
             known = sorted(set(named) | set(NAMED_LOCATIONS))
-            raise ValueError(f"unknown location {location!r}; known: {', '.join(known)} (or TOP,LEFT pixels)")
+            raise InputError(f"unknown location {location!r}; known: {', '.join(known)} (or TOP,LEFT pixels)")
     else:
         if len(location) != 2:
-            raise ValueError(f"location must be (top, left), got {location!r}")
+            raise InputError(f"location must be (top, left), got {location!r}")
         top, left = int(location[0]), int(location[1])
     if not (0 <= top <= height - patch and 0 <= left <= width - patch):
-        raise ValueError(f"patch {patch} at (top {top}, left {left}) leaves the canvas {width}x{height}")
+        raise InputError(f"patch {patch} at (top {top}, left {left}) leaves the canvas {width}x{height}")
     return top, left
 
 
@@ -197,7 +199,7 @@ def checkpoint_labels(checkpoints: Sequence[str | os.PathLike], labels: Sequence
     if labels is not None:
         labels = [str(v) for v in labels]
         if len(labels) != len(checkpoints):
-            raise ValueError(f"{len(labels)} labels for {len(checkpoints)} checkpoints")
+            raise InputError(f"{len(labels)} labels for {len(checkpoints)} checkpoints")
     else:
         paths = [Path(p) for p in checkpoints]
         labels = [p.stem if p.suffix else p.name for p in paths]
@@ -206,7 +208,7 @@ def checkpoint_labels(checkpoints: Sequence[str | os.PathLike], labels: Sequence
         if len(set(labels)) != len(labels):
             labels = [str(p) for p in paths]
     if len(set(labels)) != len(labels) or REAL in labels or "real" in labels:
-        raise ValueError(f"set labels must be unique and not 'real'/{REAL!r}: {labels}")
+        raise InputError(f"set labels must be unique and not 'real'/{REAL!r}: {labels}")
     return labels
 
 
@@ -221,7 +223,7 @@ def _open_data(data: Any) -> tuple[Any, dict[str, Any]]:
         path = Path(data)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `gantlitz prepare` first")
+            raise InputNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `gantlitz prepare` first")
         from .data.store import PatchStore
 
         return PatchStore(path), json.loads(manifest_path.read_text())
@@ -230,7 +232,7 @@ def _open_data(data: Any) -> tuple[Any, dict[str, Any]]:
 
 def _split_modalities(stack: np.ndarray) -> dict[str, np.ndarray]:
     """(5, h, w) in [-1, 1] → {modality: h×w×c in [0, 1]}."""
-    hwc = np.transpose(np.asarray(stack, dtype=np.float32), (1, 2, 0)) * 0.5 + 0.5
+    hwc = network_to_unit(np.transpose(np.asarray(stack, dtype=np.float32), (1, 2, 0)))
     out, c = {}, 0
     for m in MODALITIES:
         out[m] = np.clip(hwc[:, :, c : c + MODALITY_CHANNELS[m]], 0.0, 1.0)
@@ -307,10 +309,6 @@ def _jsonable(result: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _write_json(path: Path, data: Any) -> None:
-    write_json(path, data, overwrite=True)
-
-
 def _write_csv(path: Path, result: Mapping[str, Any], sources: Mapping[str, str | None]) -> None:
     with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -326,26 +324,12 @@ def _write_csv(path: Path, result: Mapping[str, Any], sources: Mapping[str, str 
 
 
 def evaluate(
-    checkpoints: Sequence[str | os.PathLike],
-    data: str | os.PathLike | Any,
-    out: str | os.PathLike,
-    *,
-    features: str = "local",
-    weights: str | os.PathLike | None = None,
-    n_splits: int = 1000,
-    subset_size: int | None = None,
-    location: str | Sequence[int] = "lips",
-    patch: int | None = None,
-    whole_size: int = 768,
-    count: int | None = None,
-    seed: int = 0,
-    truncation: float = 1.0,
-    labels: Sequence[str] | None = None,
-    device: str = "cpu",
-    batch_size: int = 16,
-    overwrite: bool = False,
-    progress: bool = True,
-    loader: Callable[..., Any] | None = None,
+    checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike | Any, out: str | os.PathLike, *,
+    features: str = "local", weights: str | os.PathLike | None = None, n_splits: int = 1000,
+    subset_size: int | None = None, location: str | Sequence[int] = "lips", patch: int | None = None,
+    whole_size: int = 768, count: int | None = None, seed: int = 0, truncation: float = 1.0,
+    labels: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 16, overwrite: bool = False,
+    progress: bool = True, loader: Callable[..., Any] | None = None,
     extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Evaluate checkpoints against a prepared dataset and write results and figures to `out`.
@@ -365,143 +349,164 @@ def evaluate(
 
     Returns the summary dict (also written to `out/summary.json`).
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
-    existing = [name for name in RESULT_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds results ({', '.join(existing)}); pass overwrite=True / --overwrite")
-    checkpoints = list(checkpoints)
-    for ckpt in checkpoints:
-        if not Path(ckpt).exists():
-            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    out, checkpoints = Path(out), list(checkpoints)
+    _check_request(out, checkpoints, overwrite, n_splits)
     names = checkpoint_labels(checkpoints, labels)
-    if n_splits < 1:
-        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
-
     store, manifest = _open_data(data)
-    canvas = tuple(int(v) for v in store.canvas)
-    n_subjects = len(store.subjects)
-    if n_subjects < 4:
-        raise ValueError(f"the dataset has {n_subjects} subjects; KID splits need at least 4")
-    if extractor is None:
-        extractor = build_extractor(features, weights, device)
+    if len(store.subjects) < 4:
+        raise InputError(f"the dataset has {len(store.subjects)} subjects; KID splits need at least 4")
+    extractor = extractor if extractor is not None else build_extractor(features, weights, device)
     if loader is None and checkpoints:
         from .generate import load as loader  # lazy: generation pulls in the networks
-
-    models = {}
-    for name, ckpt in zip(names, checkpoints):
-        models[name] = _call_loader(loader, ckpt, device)
-    if patch is None:
-        sizes = {int(getattr(m, "patch_size", 512)) for m in models.values()}
-        patch = min(sizes) if sizes else 512
-    patch = min(int(patch), canvas[0], canvas[1])
-    top, left = resolve_location(location, canvas, patch, manifest)
-    wh, ww, factor = whole_shape(canvas, whole_size)
-    count = n_subjects if count is None else int(count)
-    log.info("evaluating %d checkpoint(s) on %d subjects: whole %dx%d, patch %d at (%d, %d)",
-             len(models), n_subjects, ww, wh, patch, top, left)
-
-    # ---- real data --------------------------------------------------------------------------------
-    real_whole = np.empty((n_subjects, wh, ww, 3), np.float32)
-    real_patch = {m: np.empty((n_subjects, patch, patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
-    for i in _tqdm(range(n_subjects), progress, desc="real", unit="subject"):
-        real_whole[i] = _read_whole_albedo(store, i, canvas, factor)
-        for m, arr in _split_modalities(store.read_patch(i, top, left, patch)).items():
-            real_patch[m][i] = arr
-
-    # ---- generated data ---------------------------------------------------------------------------
-    gen_whole: dict[str, np.ndarray] = {}
-    gen_patch: dict[str, dict[str, np.ndarray]] = {}
+    models = {name: _call_loader(loader, ckpt, device) for name, ckpt in zip(names, checkpoints)}
+    geo = _Geometry.of(store, manifest, models, patch, location, whole_size)
+    count = len(store.subjects) if count is None else int(count)
     seeds = [seed + i for i in range(count)]
+    log.info("evaluating %d checkpoint(s) on %d subjects: whole %dx%d, patch %d at (%d, %d)",
+             len(models), len(store.subjects), geo.ww, geo.wh, geo.patch, geo.top, geo.left)
+    real_whole, real_patch = _real_sets(store, geo, progress)
+    gen_whole, gen_patch = {}, {}
     for name, model in models.items():
-        model_canvas = tuple(int(v) for v in getattr(model, "canvas", canvas))
-        same_canvas = model_canvas == canvas
-        if not same_canvas:
-            log.warning("%s: canvas %s differs from the data's %s: whole maps are resized, no patch KID",
-                        name, model_canvas, canvas)
-        whole_set = np.empty((count, wh, ww, 3), np.float32)
-        patches = {m: np.empty((count, patch, patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
-        for j, s in enumerate(_tqdm(seeds, progress, desc=f"sample {name}", unit="sample")):
-            albedo = np.asarray(model.sample(s, modalities=("albedo",), truncation=truncation)["albedo"], np.float32)
-            if albedo.shape[:2] != model_canvas:
-                raise ValueError(f"{name}: sample of shape {albedo.shape} does not cover the canvas {model_canvas}")
-            whole_set[j] = area_downsample(albedo, factor) if same_canvas else resize(albedo, wh, ww)
-            if same_canvas:
-                patches["albedo"][j] = albedo[top : top + patch, left : left + patch]
-                rest = model.sample(s, modalities=("specular", "displacement"), truncation=truncation,
-                                    region=(top, left, patch, patch))
-                for m in ("specular", "displacement"):
-                    arr = np.asarray(rest[m], np.float32)
-                    patches[m][j] = arr.reshape(patch, patch, -1)[:, :, : MODALITY_CHANNELS[m]]
-            del albedo
-        gen_whole[name] = np.clip(whole_set, 0.0, 1.0)
-        if same_canvas:
-            gen_patch[name] = {m: np.clip(v, 0.0, 1.0) for m, v in patches.items()}
-
-    # ---- KID --------------------------------------------------------------------------------------
+        gen_whole[name], patches = _generated_sets(name, model, geo, seeds, truncation, progress)
+        if patches is not None:
+            gen_patch[name] = patches
     kw = dict(n_splits=n_splits, subset_size=subset_size, seed=seed, batch_size=batch_size, device=device,
               progress=progress)
     whole_res = evaluate_sets(real_whole, gen_whole, extractor, **kw)
     patch_res = evaluate_sets(real_patch["albedo"], {k: v["albedo"] for k, v in gen_patch.items()}, extractor, **kw)
 
-    # ---- spectra ----------------------------------------------------------------------------------
-    spectra: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for m in MODALITIES:
-        spectra[m] = {"real": tuple(radial_power_spectrum(real_patch[m]))}
-        for name, pset in gen_patch.items():
-            spectra[m][name] = tuple(radial_power_spectrum(pset[m]))
-
-    # ---- write ------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     sources = {name: str(ckpt) for name, ckpt in zip(names, checkpoints)}
     common = {
-        "checkpoints": sources,
-        "features": getattr(extractor, "name", features),
+        "checkpoints": sources, "features": getattr(extractor, "name", features),
         "weights": str(weights) if weights is not None else None,
-        "generation_seeds": [seeds[0], seeds[-1]] if seeds else [],
-        "truncation": truncation,
+        "generation_seeds": [seeds[0], seeds[-1]] if seeds else [], "truncation": truncation,
         "dataset": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
-        "canvas": list(canvas),
+        "canvas": list(geo.canvas),
     }
-    whole_json = _jsonable(whole_res, {**common, "kind": "whole albedo", "size": [wh, ww], "factor": factor})
-    patch_json = _jsonable(patch_res, {**common, "kind": "albedo patch", "location": [top, left], "patch": patch,
+    _write_kid(out, whole_res, patch_res, common, sources, geo, location, n_splits, real_whole)
+    _write_spectra(out, real_patch, gen_patch, geo)
+    stats = ("mean", "std", "median")
+    summary = {**common, "n_real": len(store.subjects), "count": count, "n_splits": n_splits,
+               "subset_size": whole_res["subset_size"], "seed": seed, "location": [geo.top, geo.left],
+               "patch": geo.patch, "whole_size": [geo.wh, geo.ww],
+               "whole": {k: {s: v[s] for s in stats} for k, v in whole_res["sets"].items()},
+               "patch_kid": {k: {s: v[s] for s in stats} for k, v in patch_res["sets"].items()},
+               "files": list(RESULT_FILES)}
+    write_json(out / "summary.json", summary, overwrite=True)
+    return summary
+
+
+def _check_request(out: Path, checkpoints: list[Any], overwrite: bool, n_splits: int) -> None:
+    """Refuse, before any work: results in `out` without overwrite, missing checkpoints, no splits."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "exists and is not a directory")
+    refuse_existing([out / name for name in RESULT_FILES], overwrite)
+    for ckpt in checkpoints:
+        if not Path(ckpt).exists():
+            raise InputNotFoundError(f"checkpoint not found: {ckpt}")
+    if n_splits < 1:
+        raise InputError(f"n_splits must be >= 1, got {n_splits}")
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the measures look: the canvas, the patch (side, top, left) and the whole-map size and factor."""
+
+    canvas: tuple[int, int]
+    patch: int
+    top: int
+    left: int
+    wh: int
+    ww: int
+    factor: int
+
+    @classmethod
+    def of(cls, store: Any, manifest: Mapping[str, Any], models: Mapping[str, Any], patch: int | None,
+           location: str | Sequence[int], whole_size: int) -> "_Geometry":
+        canvas = (int(store.canvas[0]), int(store.canvas[1]))
+        if patch is None:
+            sizes = {int(getattr(m, "patch_size", 512)) for m in models.values()}
+            patch = min(sizes) if sizes else 512
+        patch = min(int(patch), canvas[0], canvas[1])
+        top, left = resolve_location(location, canvas, patch, manifest)
+        return cls(canvas, patch, top, left, *whole_shape(canvas, whole_size))
+
+
+def _real_sets(store: Any, geo: _Geometry, progress: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every subject's down-sampled whole albedo and its patch of every modality."""
+    n = len(store.subjects)
+    whole = np.empty((n, geo.wh, geo.ww, 3), np.float32)
+    patches = {m: np.empty((n, geo.patch, geo.patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
+    for i in _tqdm(range(n), progress, desc="real", unit="subject"):
+        whole[i] = _read_whole_albedo(store, i, geo.canvas, geo.factor)
+        for m, arr in _split_modalities(store.read_patch(i, geo.top, geo.left, geo.patch)).items():
+            patches[m][i] = arr
+    return whole, patches
+
+
+def _generated_sets(name: str, model: Any, geo: _Geometry, seeds: list[int], truncation: float, progress: bool
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """A model's down-sampled whole albedos and (on the data's canvas) its patches of every modality."""
+    model_canvas = tuple(int(v) for v in getattr(model, "canvas", geo.canvas))
+    same_canvas = model_canvas == geo.canvas
+    if not same_canvas:
+        log.warning("%s: canvas %s differs from the data's %s: whole maps are resized, no patch KID",
+                    name, model_canvas, geo.canvas)
+    p, top, left = geo.patch, geo.top, geo.left
+    whole = np.empty((len(seeds), geo.wh, geo.ww, 3), np.float32)
+    patches = {m: np.empty((len(seeds), p, p, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
+    for j, s in enumerate(_tqdm(seeds, progress, desc=f"sample {name}", unit="sample")):
+        albedo = np.asarray(model.sample(s, modalities=("albedo",), truncation=truncation)["albedo"], np.float32)
+        if albedo.shape[:2] != model_canvas:
+            raise InputError(f"{name}: sample of shape {albedo.shape} does not cover the canvas {model_canvas}")
+        whole[j] = area_downsample(albedo, geo.factor) if same_canvas else resize(albedo, geo.wh, geo.ww)
+        if same_canvas:
+            patches["albedo"][j] = albedo[top : top + p, left : left + p]
+            rest = model.sample(s, modalities=("specular", "displacement"), truncation=truncation,
+                                region=(top, left, p, p))
+            for m in ("specular", "displacement"):
+                patches[m][j] = np.asarray(rest[m], np.float32).reshape(p, p, -1)[:, :, : MODALITY_CHANNELS[m]]
+    clipped = {m: np.clip(v, 0.0, 1.0) for m, v in patches.items()} if same_canvas else None
+    return np.clip(whole, 0.0, 1.0), clipped
+
+
+def _write_kid(out: Path, whole_res: Mapping[str, Any], patch_res: Mapping[str, Any], common: Mapping[str, Any],
+               sources: Mapping[str, str], geo: _Geometry, location: Any, n_splits: int,
+               real_whole: np.ndarray) -> None:
+    """kid_{whole,patch}.{json,csv,png}: per-split values, their summary, box plots (patch inset marked)."""
+    whole_json = _jsonable(whole_res, {**common, "kind": "whole albedo", "size": [geo.wh, geo.ww],
+                                       "factor": geo.factor})
+    patch_json = _jsonable(patch_res, {**common, "kind": "albedo patch", "location": [geo.top, geo.left],
+                                       "patch": geo.patch,
                                        "location_name": location if isinstance(location, str) else None})
-    _write_json(out / "kid_whole.json", whole_json)
-    _write_json(out / "kid_patch.json", patch_json)
+    write_json(out / "kid_whole.json", whole_json, overwrite=True)
+    write_json(out / "kid_patch.json", patch_json, overwrite=True)
     _write_csv(out / "kid_whole.csv", whole_res, sources)
     _write_csv(out / "kid_patch.csv", patch_res, sources)
-    feat_name = whole_json["features"]
+    feat = whole_json["features"]
     kid_boxplot({k: v["values"] for k, v in whole_res["sets"].items()}, out / "kid_whole.png",
-                title=f"KID, whole albedo {ww}x{wh} ({feat_name} features, "
+                title=f"KID, whole albedo {geo.ww}x{geo.wh} ({feat} features, "
                       f"{n_splits} splits of {whole_res['subset_size']})")
-    inset = _outline(real_whole.mean(axis=0), top // factor, left // factor, max(patch // factor, 2),
-                     max(patch // factor, 2))
-    loc_name = location if isinstance(location, str) else f"({top}, {left})"
+    side = max(geo.patch // geo.factor, 2)
+    inset = _outline(real_whole.mean(axis=0), geo.top // geo.factor, geo.left // geo.factor, side, side)
+    loc_name = location if isinstance(location, str) else f"({geo.top}, {geo.left})"
     kid_boxplot({k: v["values"] for k, v in patch_res["sets"].items()}, out / "kid_patch.png",
-                title=f"KID, {patch}² albedo patch '{loc_name}' ({feat_name}, "
+                title=f"KID, {geo.patch}² albedo patch '{loc_name}' ({feat}, "
                       f"{n_splits} splits of {patch_res['subset_size']})",
-                inset=inset, inset_title=f"patch at top {top}, left {left}")
+                inset=inset, inset_title=f"patch at top {geo.top}, left {geo.left}")
+
+
+def _write_spectra(out: Path, real_patch: Mapping[str, np.ndarray], gen_patch: Mapping[str, Mapping[str, np.ndarray]],
+                   geo: _Geometry) -> None:
+    """spectra.{png,json}: radially averaged power spectra of real and generated patches per modality."""
+    spectra = {m: {"real": tuple(radial_power_spectrum(real_patch[m])),
+                   **{name: tuple(radial_power_spectrum(pset[m])) for name, pset in gen_patch.items()}}
+               for m in MODALITIES}
     spectra_plot(spectra, out / "spectra.png",
-                 title=f"Radially averaged power spectra, {patch}² patches at ({top}, {left})")
-    _write_json(out / "spectra.json", {
-        "location": [top, left], "patch": patch, "window": "hann",
+                 title=f"Radially averaged power spectra, {geo.patch}² patches at ({geo.top}, {geo.left})")
+    write_json(out / "spectra.json", {
+        "location": [geo.top, geo.left], "patch": geo.patch, "window": "hann",
         "modalities": {m: {name: {"freqs": f.tolist(), "power": p.tolist()} for name, (f, p) in sets.items()}
                        for m, sets in spectra.items()},
-    })
-    summary = {
-        **common,
-        "n_real": n_subjects,
-        "count": count,
-        "n_splits": n_splits,
-        "subset_size": whole_res["subset_size"],
-        "seed": seed,
-        "location": [top, left],
-        "patch": patch,
-        "whole_size": [wh, ww],
-        "whole": {k: {s: v[s] for s in ("mean", "std", "median")} for k, v in whole_res["sets"].items()},
-        "patch_kid": {k: {s: v[s] for s in ("mean", "std", "median")} for k, v in patch_res["sets"].items()},
-        "files": list(RESULT_FILES),
-    }
-    _write_json(out / "summary.json", summary)
-    return summary
+    }, overwrite=True)

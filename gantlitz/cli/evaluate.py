@@ -74,15 +74,12 @@ def evaluate_cmd(checkpoints, data, out, features, weights, n_splits, subset_siz
         raise click.ClickException("--weights is only used with --features inception")
     if labels and len(labels) != len(checkpoints):
         raise click.ClickException(f"{len(labels)} --label for {len(checkpoints)} checkpoints")
-    try:
-        summary = evaluate(
-            list(checkpoints), data, out, features=features, weights=weights, n_splits=n_splits,
-            subset_size=subset_size, location=_location(location), patch=patch, whole_size=whole_size,
-            count=count, seed=seed, truncation=truncation, labels=list(labels) or None, device=device,
-            batch_size=batch_size, overwrite=overwrite,
-        )
-    except (FileExistsError, FileNotFoundError, ValueError, NotADirectoryError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary = evaluate(
+        list(checkpoints), data, out, features=features, weights=weights, n_splits=n_splits,
+        subset_size=subset_size, location=_location(location), patch=patch, whole_size=whole_size,
+        count=count, seed=seed, truncation=truncation, labels=list(labels) or None, device=device,
+        batch_size=batch_size, overwrite=overwrite,
+    )
     def cell(entry) -> str:
         return f"{entry['mean']:.4g} ({entry['std']:.2g})" if entry else "-"
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError, InputNotFoundError
+
 __all__ = [
     "FeatureExtractor",
     "InceptionV3FID",
@@ -233,7 +235,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` file, or of a `.pth`/`.pt` read with `torch.load(weights_only=True)`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"Inception weight file not found: {path} (download {INCEPTION_URL}; see docs/evaluation.md)"
         )
     if path.suffix == ".safetensors":
@@ -243,11 +245,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # unpicklable / unsafe content is refused, never executed
-        raise ValueError(f"{path}: not a plain PyTorch state dict loadable with weights_only=True ({exc})") from exc
+        raise InputError(f"{path}: not a plain PyTorch state dict loadable with weights_only=True ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(state).__name__}")
+        raise InputError(f"{path}: expected a dict of tensors (a state dict), got {type(state).__name__}")
     return dict(state)
 
 
@@ -285,7 +287,7 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> Ince
             if items:
                 shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
                 parts.append(f"{title}: {shown}")
-        raise ValueError(
+        raise InputError(
             f"{path} is not the FID Inception-v3 weight file ({INCEPTION_FILE}): " + "; ".join(parts)
         )
     net.load_state_dict({k: state[k].to(torch.float32) if state[k].is_floating_point() else state[k]
@@ -366,16 +368,16 @@ def build_extractor(
     """`local` (no download; kwargs go to `LocalFeatures`) or `inception` (needs `weights`)."""
     if name == "local":
         if weights is not None:
-            raise ValueError("the local extractor takes no weight file; use --features inception with --weights")
+            raise InputError("the local extractor takes no weight file; use --features inception with --weights")
         return LocalFeatures(**kwargs).to(device)
     if name == "inception":
         if weights is None:
-            raise ValueError(
+            raise InputError(
                 f"--features inception needs --weights PATH to {INCEPTION_FILE} (download it from "
                 f"{INCEPTION_URL}; no download happens here)"
             )
         return load_inception(weights, device)
-    raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+    raise InputError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
 def extract_features(
