@@ -4,8 +4,8 @@ Rules, the same for every command:
 - a write goes to a temporary file in the destination folder and is renamed into place (readers never
   see half a file; a killed writer leaves only a `.NAME.*.tmp*` file that `remove_temporaries` clears);
 - an existing file is replaced only with `overwrite=True`;
-- an output folder (`claim_dir`) is never the input nor a folder containing it, and `--overwrite` removes
-  only the entries the command itself writes, never unknown files;
+- an output folder (`check_output_dir`) is never the input nor a folder containing it, and `--overwrite`
+  removes only the entries the command itself writes (`remove_owned`, `install_dir`), never unknown files;
 - a path that can not be written becomes an `OutputError` naming it (no traceback).
 """
 
@@ -29,7 +29,8 @@ from .errors import OutputError, OutputExistsError
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "make_dirs", "refuse_existing", "write_json", "write_text", "save_image", "write_gif",
-           "contains", "check_output_dir", "claim_dir", "remove_owned", "install_dir", "remove_temporaries", "run_info", "TEMP_GLOB", "OUTPUT_MAPS", "FORMATS", "output_paths",
+           "contains", "check_output_dir", "remove_owned", "install_dir", "remove_temporaries", "run_info", "TEMP_GLOB",
+           "OUTPUT_MAPS", "FORMATS", "output_paths",
            "write_map"]
 
 OUTPUT_MAPS: tuple[str, ...] = ("albedo", "specular", "displacement", "normal")
@@ -195,20 +196,6 @@ def remove_owned(out: str | os.PathLike, owned: Callable[[Path], bool]) -> None:
         if owned(entry):
             _remove(entry)
     _warn_kept(out, [e for e in entries if not owned(e)])
-
-
-def claim_dir(
-    out: str | os.PathLike, *, owned: Callable[[Path], bool], inputs: Sequence[str | os.PathLike] = (),
-    overwrite: bool = False, what: str = "output",
-) -> Path:
-    """Make `out` ready for a command's files under the one overwrite rule; returns it (created).
-
-    `check_output_dir`'s refusals first; then, with overwrite, only the top-level entries for which
-    `owned(entry)` holds (what this command writes) are removed; unknown entries are kept and listed.
-    """
-    check_output_dir(out, inputs=inputs, overwrite=overwrite, what=what)
-    remove_owned(out, owned)
-    return make_dirs(out)
 
 
 def install_dir(staging: str | os.PathLike, out: str | os.PathLike, *, owned: Callable[[Path], bool],

@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -50,6 +50,7 @@ __all__ = [
     "Light",
     "Lighting",
     "default_lighting",
+    "Shading",
     "find_maps",
     "find_map_sets",
     "load_maps",
@@ -631,8 +632,36 @@ class _Material:
             tex.release()
 
 
-def _set_shading(program, lighting: Lighting, *, roughness: float, specular_scale: float, exposure: float,
-                 normal_strength: float) -> None:
+@dataclass(frozen=True)
+class Shading:
+    """How maps are lit and shaded, the same for the mesh views and the UV-space view.
+
+    ``light`` is the key light (azimuth, elevation) in degrees relative to the camera; ``lighting``
+    replaces the whole rig. ``specular_scale`` maps the specular map to normal-incidence reflectance F0
+    (0.25 * 0.2 = 0.05 for a typical skin value); ``roughness`` is the GGX (perceptual) roughness.
+    """
+
+    light: tuple[float, float] = (35.0, 30.0)
+    lighting: Lighting | None = None
+    roughness: float = 0.5
+    specular_scale: float = 0.2
+    exposure: float = 1.0
+    normal_strength: float = 1.0
+
+    @classmethod
+    def of(cls, shading: "Shading | None", fields: Mapping[str, Any]) -> "Shading":
+        """`shading` (default: `Shading()`) with the given fields replaced (the renderers' keyword shortcuts)."""
+        try:
+            return replace(shading or cls(), **fields)
+        except TypeError as exc:
+            raise TypeError(f"unknown shading setting: {exc}") from None
+
+    def rig(self) -> Lighting:
+        return self.lighting or default_lighting(self.light)
+
+
+def _set_shading(program, shading: Shading) -> None:
+    lighting = shading.rig()
     lights = lighting.lights[:4]
     dirs = np.zeros((4, 3), np.float32)
     cols = np.zeros((4, 3), np.float32)
@@ -644,10 +673,10 @@ def _set_shading(program, lighting: Lighting, *, roughness: float, specular_scal
     program["u_light_color"].write(cols.tobytes())
     program["u_ambient_sky"].value = tuple(lighting.ambient_sky)
     program["u_ambient_ground"].value = tuple(lighting.ambient_ground)
-    program["u_roughness"].value = float(roughness)
-    program["u_specular_scale"].value = float(specular_scale)
-    program["u_exposure"].value = float(exposure)
-    program["u_normal_strength"].value = float(normal_strength)
+    program["u_roughness"].value = float(shading.roughness)
+    program["u_specular_scale"].value = float(shading.specular_scale)
+    program["u_exposure"].value = float(shading.exposure)
+    program["u_normal_strength"].value = float(shading.normal_strength)
 
 
 def _read_fbo(ctx, size: tuple[int, int], samples: int, draw) -> np.ndarray:
@@ -743,12 +772,7 @@ def render_views(
     *,
     views: int | Sequence[float] = 3,
     size: int = 768,
-    light: tuple[float, float] = (35.0, 30.0),
-    lighting: Lighting | None = None,
-    roughness: float = 0.5,
-    specular_scale: float = 0.2,
-    exposure: float = 1.0,
-    normal_strength: float = 1.0,
+    shading: Shading | None = None,
     pitch: float = 0.0,
     fov: float = 24.0,
     zoom: float = 1.1,
@@ -756,22 +780,22 @@ def render_views(
     samples: int = 8,
     labels: bool = False,
     max_texture: int | None = 2048,
+    **shading_fields: Any,
 ) -> np.ndarray:
     """Render ``maps`` on ``mesh`` (a :class:`Mesh`, a path, or None for the bundled head) from several
     views, tiled left to right: uint8 array of shape (size, size * n_views, 3).
 
-    ``views`` is a count (see :func:`view_yaws`) or explicit yaws in degrees. ``light`` is the key light
-    (azimuth, elevation) in degrees relative to the camera; ``lighting`` replaces the whole rig.
-    ``specular_scale`` maps the specular map to normal-incidence reflectance F0 (0.25 * 0.2 = 0.05 for a
-    typical skin value); ``roughness`` is the GGX (perceptual) roughness. ``max_texture`` down-samples
-    maps with a longer side first (None: upload as they are). The mesh's up axis is +y, its front +z.
+    ``views`` is a count (see :func:`view_yaws`) or explicit yaws in degrees; ``shading`` (a
+    :class:`Shading`, whose fields may also be given as keywords: ``light=``, ``roughness=``, ...) sets
+    the light and material. ``max_texture`` down-samples maps with a longer side first (None: upload as
+    they are). The mesh's up axis is +y, its front +z.
     """
     if not isinstance(mesh, Mesh):
         mesh = load_mesh(mesh)
     yaws = view_yaws(views) if isinstance(views, int) else [float(y) for y in views]
     if size < 8:
         raise RenderError(f"size must be at least 8 pixels, got {size}")
-    lighting = lighting or default_lighting(light)
+    shading = Shading.of(shading, shading_fields)
     ctx = gl_context()
     program = ctx.program(vertex_shader=_VERTEX_MESH, fragment_shader=_FRAGMENT)
     vertices = np.concatenate([mesh.positions - mesh.center, mesh.normals, mesh.tangents, mesh.uvs], axis=1)
@@ -791,8 +815,7 @@ def render_views(
         program["u_view_proj"].write(_gl(proj @ view))
         program["u_eye"].value = tuple(eye)
         program["u_orthographic"].value = False
-        _set_shading(program, lighting, roughness=roughness, specular_scale=specular_scale,
-                     exposure=exposure, normal_strength=normal_strength)
+        _set_shading(program, shading)
         material.bind(program)
         import moderngl
 
@@ -823,14 +846,10 @@ def render_uv(
     maps: Maps,
     *,
     size: int | None = None,
-    light: tuple[float, float] = (35.0, 30.0),
-    lighting: Lighting | None = None,
-    roughness: float = 0.5,
-    specular_scale: float = 0.2,
-    exposure: float = 1.0,
-    normal_strength: float = 1.0,
+    shading: Shading | None = None,
     max_texture: int | None = 2048,
     samples: int = 1,
+    **shading_fields: Any,
 ) -> np.ndarray:
     """Relight the maps in UV space (no mesh): every texel is a surface facing the camera, shaded with its
     normal, albedo and specular under the same rig as :func:`render_views` (view along +z,
@@ -843,7 +862,7 @@ def render_uv(
         raise RenderError(f"size must be positive, got {size}")
     scale = long_side / max(maps.height, maps.width)
     width, height = max(1, round(maps.width * scale)), max(1, round(maps.height * scale))
-    lighting = lighting or default_lighting(light)
+    shading = Shading.of(shading, shading_fields)
     # the rim light comes from behind the texture plane: it never reaches a camera-facing texel
     ctx = gl_context()
     program = ctx.program(vertex_shader=_VERTEX_UV, fragment_shader=_FRAGMENT)
@@ -854,8 +873,7 @@ def render_uv(
     try:
         program["u_eye"].value = (0.0, 0.0, 1.0)
         program["u_orthographic"].value = True
-        _set_shading(program, lighting, roughness=roughness, specular_scale=specular_scale,
-                     exposure=exposure, normal_strength=normal_strength)
+        _set_shading(program, shading)
         material.bind(program)
         import moderngl
 

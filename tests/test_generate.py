@@ -261,6 +261,7 @@ def test_vary_noise_and_interpolate(model: TextureModel) -> None:
     assert np.abs(frames[-1][1]["albedo"] - end).max() < 1e-5
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(ckpt: Path, model: TextureModel) -> None:
     gpu = gantlitz.load(ckpt, device="cuda", precision="fp32")

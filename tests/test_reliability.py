@@ -61,9 +61,7 @@ def trained_run(prepared_store, tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def run_copy(trained_run, tmp_path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(trained_run, dst)
-    return dst
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,8 @@ def _render(source, out, mode, views, size, light, uv_size, full_res, labels, ex
     if out is None:
         out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
     max_texture = None if full_res else 2048
-    shading = dict(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
-                   exposure=exposure, max_texture=max_texture)
+    shading = R.Shading(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
+                        exposure=exposure)
     uv_paths = []
     if mode in ("uv", "both"):
         stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
@@ -80,7 +80,7 @@ def _render(source, out, mode, views, size, light, uv_size, full_res, labels, ex
         t0 = time.perf_counter()
         for name, maps in loaded:
             rows.append(R.render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom,
-                                       **shading))
+                                       shading=shading, max_texture=max_texture))
         elapsed = time.perf_counter() - t0
         image = R.tile_rows(rows)
         R.save_png(out, image)
@@ -88,7 +88,7 @@ def _render(source, out, mode, views, size, light, uv_size, full_res, labels, ex
         click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {n} views, "
                    f"{elapsed / max(n, 1):.2f} s/view)")
     for (name, maps), path in zip(loaded, uv_paths):
-        image = R.render_uv(maps, size=uv_size, **shading)
+        image = R.render_uv(maps, size=uv_size, shading=shading, max_texture=max_texture)
         R.save_png(path, image)
         click.echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MODALITIES, MODALITY_CHANNELS
+from ..resample import network_to_unit
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def to_display(images: torch.Tensor) -> list[torch.Tensor]:
         start += c
         if c == 1:
             part = part.expand(-1, 3, -1, -1)
-        out.append(((part + 1.0) * 0.5).clamp(0.0, 1.0))
+        out.append(network_to_unit(part).clamp(0.0, 1.0))
     return out
 
 

@@ -163,27 +163,19 @@ class RunDirectory:
 
     path: Path
     lock: RunLock = field(init=False)
+    checkpoints: Path = field(init=False)
+    config: Path = field(init=False)
+    metrics: Path = field(init=False)
+    model: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.lock = RunLock(self.path)
+        self.checkpoints = self.path / "checkpoints"
+        self.config = self.path / "config.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.model = self.path / "model.safetensors"
         self._created = False
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def model(self) -> Path:
-        return self.path / "model.safetensors"
 
     def own_entries(self) -> list[Path]:
         return sorted(e for e in self.path.iterdir() if e.name in RUN_ENTRIES) if self.path.is_dir() else []
