@@ -32,6 +32,7 @@ from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
+from .device import resolve_device
 from .errors import InputError, InputNotFoundError, OutputError
 from .outputs import atomic_path, make_dirs, refuse_existing, write_json
 from .resample import area_downsample, network_to_unit, resize
@@ -351,6 +352,7 @@ def evaluate(
     """
     out, checkpoints = Path(out), list(checkpoints)
     _check_request(out, checkpoints, overwrite, n_splits)
+    device = str(resolve_device(device))
     names = checkpoint_labels(checkpoints, labels)
     store, manifest = _open_data(data)
     if len(store.subjects) < 4:

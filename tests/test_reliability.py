@@ -201,11 +201,29 @@ def test_outputs_under_a_file_are_clear_errors(prepared_store, raw_dataset, smal
     assert blocker.read_text() == "x"
 
 
+def test_export_under_a_file_is_a_clear_error(tmp_path):
+    from gantlitz.imageio import write_image
+
+    maps = tmp_path / "maps"
+    write_image(maps / "albedo.png", torch.rand(64, 64, 3).numpy())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _user_error(_cli("export", maps, "--gltf", blocker / "head.glb"), str(blocker))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_clear_error(prepared_store, small_ckpt, tmp_path):
     _user_error(_cli("generate", small_ckpt, "--out", tmp_path / "o", "--device", "cuda"), "CUDA is not available")
     _user_error(_train(prepared_store, tmp_path / "run", 2, "--device", "cuda"), "CUDA is not available")
-    assert not (tmp_path / "run").exists() and not (tmp_path / "o").exists()
+    _user_error(_cli("evaluate", small_ckpt, "--data", prepared_store, "--out", tmp_path / "e", "--device", "cuda"),
+                "CUDA is not available")
+    target = tmp_path / "t.png"
+    from gantlitz.imageio import write_image
+
+    write_image(target, torch.rand(64, 96, 3).numpy())
+    _user_error(_cli("invert", small_ckpt, "--target", target, "--out", tmp_path / "i", "--device", "cuda"),
+                "CUDA is not available")
+    assert not any((tmp_path / d).exists() for d in ("run", "o", "e", "i"))
 
 
 @pytest.mark.parametrize("flag", [["--kimg", "-1"], ["--minutes", "-1"], ["--kimg", "nan"]])
