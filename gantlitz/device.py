@@ -105,6 +105,7 @@ def precision_context(device: torch.device, precision: str, *, autocast: bool = 
     it on (bf16 autocasts the convolutions, TF32 covers what stays in float32).
     """
     saved = _get_tf32() if device.type == "cuda" else None
+    benchmark = torch.backends.cudnn.benchmark
     _apply_tf32(precision, device)
     try:
         if precision == "bf16" and autocast:
@@ -113,5 +114,6 @@ def precision_context(device: torch.device, precision: str, *, autocast: bool = 
         else:
             yield
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         if saved is not None:
             _set_tf32(saved)

@@ -45,7 +45,7 @@ from ..config import MODALITIES, Preset, apply_overrides, parse_overrides, to_di
 from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
 from ..data.store import PatchStore, StoreError
 from ..nn.generator import check_regions
-from ..device import configure_backends
+from ..device import configure_backends, precision_context
 from ..errors import UsageError
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
@@ -671,26 +671,28 @@ def train(
             run.open(overwrite=overwrite, resume=resume)
         try:
             distributed.barrier()
-            trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank,
-                              world_size=info.world_size)
-            dataset_meta = _run_dataset_meta(store, resolved)
-            if resumed is not None:
-                check_dataset(resumed, dataset_meta)
-                trainer.load_state(resumed.tensors, resumed.meta)
-                resumed.tensors.clear()
-            if info.is_main:
-                run.record_start(history_entry(command, start_step, info.world_size, info.device), {
-                    "preset": to_dict(resolved), "base_preset": resolved.name,
-                    "overrides": dict(overrides) if isinstance(overrides, Mapping) else
-                    parse_overrides(list(overrides or [])),
-                    "steps": resolved.train.steps, "data": dataset_meta, "versions": versions(),
-                }, resume=resume)
-                run.trim_metrics(start_step)
-            session = _Session(trainer, run, store, resolved, info, dataset_meta,
-                               last_checkpoint=resumed.path if resumed is not None else None,
-                               max_minutes=max_minutes, t_start=t_start, data=data)
-            return session.run(start_step, progress=progress, tensorboard=tensorboard, previews=previews,
-                               handle_signals=handle_signals)
+            # TF32 / cuDNN flags as the run needs them, restored for the caller afterwards
+            with precision_context(info.device, resolved.train.precision, autocast=False):
+                trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank,
+                                  world_size=info.world_size)
+                dataset_meta = _run_dataset_meta(store, resolved)
+                if resumed is not None:
+                    check_dataset(resumed, dataset_meta)
+                    trainer.load_state(resumed.tensors, resumed.meta)
+                    resumed.tensors.clear()
+                if info.is_main:
+                    run.record_start(history_entry(command, start_step, info.world_size, info.device), {
+                        "preset": to_dict(resolved), "base_preset": resolved.name,
+                        "overrides": dict(overrides) if isinstance(overrides, Mapping) else
+                        parse_overrides(list(overrides or [])),
+                        "steps": resolved.train.steps, "data": dataset_meta, "versions": versions(),
+                    }, resume=resume)
+                    run.trim_metrics(start_step)
+                session = _Session(trainer, run, store, resolved, info, dataset_meta,
+                                   last_checkpoint=resumed.path if resumed is not None else None,
+                                   max_minutes=max_minutes, t_start=t_start, data=data)
+                return session.run(start_step, progress=progress, tensorboard=tensorboard, previews=previews,
+                                   handle_signals=handle_signals)
         finally:
             if info.is_main:
                 run.close()
