@@ -77,7 +77,7 @@ def test_half_precision_keeps_dtype():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
-def test_gradient_matches_finite_differences_float64():
+def test_gradient_matches_finite_differences_float64(one_thread):
     aug = Augment(ONLY["all"], 8)
     x = _images(b=2, size=8, dtype=torch.float64).requires_grad_()
     state = torch.Generator().manual_seed(3).get_state()
