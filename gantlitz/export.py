@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .outputs import atomic_path
+from .resample import to_uint8
 from .render import Maps, Mesh, RenderError, load_mesh
 
 __all__ = ["ExportError", "export_gltf", "validate_glb", "SPECULAR_EXTENSION"]
@@ -48,10 +49,6 @@ def _png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def _to8(a: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 class _Buffer:
@@ -100,7 +97,8 @@ def _texture_images(maps: Maps) -> list[tuple[str, bytes]]:
         normal[:, :, 1] = 1.0 - normal[:, :, 1]
     spec = maps.specular if maps.specular is not None else np.full((1, 1, 1), 0.25, np.float32)
     spec_rgba = np.concatenate([np.ones(spec.shape[:2] + (3,), np.float32), spec], axis=2)
-    return [("baseColor", _png(_to8(maps.albedo))), ("normal", _png(_to8(normal))), ("specular", _png(_to8(spec_rgba)))]
+    return [("baseColor", _png(to_uint8(maps.albedo))), ("normal", _png(to_uint8(normal))),
+            ("specular", _png(to_uint8(spec_rgba)))]
 
 
 def _geometry(mesh: Mesh, buf: _Buffer) -> tuple[int, dict[str, int]]:

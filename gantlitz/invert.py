@@ -660,7 +660,8 @@ def _noise_stage(pb: _Problem, st: InversionState, progress: _Progress, device: 
         pix = pb.loss(out, top, left)
         reg = out.new_zeros(())
         for crop, wgt in zip(crops, pb.layer_weight):
-            reg = reg + wgt * (cfg.noise_corr_weight * _corr_penalty(crop) + cfg.noise_stats_weight * _stats_penalty(crop))
+            penalty = cfg.noise_corr_weight * _corr_penalty(crop) + cfg.noise_stats_weight * _stats_penalty(crop)
+            reg = reg + wgt * penalty
         total = pix + reg
         total.backward()
         lr = _ramp_lr(t, cfg.lr_noise, cfg)

@@ -26,6 +26,11 @@ def unit_to_network(x: Values) -> Values:
     return x * 2.0 - 1.0
 
 
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[0, 1] values → uint8 (clipped, rounded half up): the one 8-bit quantisation of previews and PNGs."""
+    return (np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """H×W×C → height×width×C float32: area average when shrinking, bilinear when enlarging."""
     img = np.asarray(image, dtype=np.float32)

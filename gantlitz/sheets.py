@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .outputs import OUTPUT_MAPS
-from .resample import area_downsample
+from .resample import area_downsample, to_uint8
 
 __all__ = ["shrink", "stretch_range", "to_rgb8", "thumbnails", "crop_box", "grid", "contact_sheet",
            "seeds_sheet", "frames_sheet", "vary_noise_sheet"]
@@ -47,7 +47,7 @@ def to_rgb8(arr: np.ndarray, stretch: tuple[float, float] | None = None) -> np.n
         a = (a - lo) / (hi - lo)
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
-    return (np.clip(a[:, :, :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(a[:, :, :3])
 
 
 def thumbnails(

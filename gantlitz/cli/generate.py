@@ -80,7 +80,8 @@ def generate_cmd(checkpoint: Path, seeds: str, out: Path, fmt: str, noise_seed: 
     click.echo(f"{model.name}: canvas {model.canvas[1]}x{model.canvas[0]}, patch {model.patch_size}, "
                f"device {model.device}, precision {model.precision}; {len(seed_list)} seed(s) -> {out}")
     write_samples(model, seed_list, out, fmt, truncation=truncation, noise_seed=noise_seed, extrapolate=extrapolate,
-                  overwrite=overwrite, progress=not no_progress, title=f"{model.name}  psi={truncation:g}  {checkpoint}",
+                  overwrite=overwrite, progress=not no_progress,
+                  title=f"{model.name}  psi={truncation:g}  {checkpoint}",
                   echo=click.echo)
     click.echo(f"wrote {len(seed_list)} sample(s) to {out} (contact sheet: {out / 'contact.png'})")
 

@@ -47,6 +47,7 @@ from ..data.store import PatchStore, StoreError
 from ..nn.generator import check_regions
 from ..device import configure_backends, precision_context
 from ..errors import UsageError
+from ..resample import block_mean
 from . import distributed, losses
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
@@ -536,7 +537,7 @@ class _Previewer:
 
     def _shrink(self, x: torch.Tensor) -> torch.Tensor:
         f = x.shape[-1] // self.display
-        return torch.nn.functional.avg_pool2d(x, f) if f > 1 else x
+        return block_mean(x, f) if f > 1 else x
 
     @torch.no_grad()
     def render(self, monitor: Monitor, step: int) -> None:

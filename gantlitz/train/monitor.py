@@ -19,10 +19,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import MODALITIES, MODALITY_CHANNELS
-from ..resample import network_to_unit
+from ..resample import block_mean, network_to_unit, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def to_display(images: torch.Tensor) -> list[torch.Tensor]:
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [0, 1] → H×W×3 uint8."""
-    return (img.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(img.permute(1, 2, 0).cpu().numpy())
 
 
 def patch_grid_image(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
@@ -100,7 +99,7 @@ def texture_preview(G, ws: torch.Tensor, noise_seed: int, long_side: int = 512, 
             l_ = torch.tensor([left], device=ws.device)
             region = G(ws[:1], t, l_, seeds, height=tile, width=tile)[0].float()
             if factor > 1:
-                region = F.avg_pool2d(region[None], factor)[0]
+                region = block_mean(region[None], factor)[0]
             out[:, top // factor : (top + tile) // factor, left // factor : (left + tile) // factor] = region.cpu()
     return out
 
