@@ -329,9 +329,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         return str(value)
     raise ConfigError(f"{key}: fields of type {tp} can not be set from the command line")
@@ -363,8 +366,36 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | Sequence[str]
     return dataclasses.replace(preset, model=model, train=train_cfg, **top)
 
 
+_POSITIVE_MODEL = ("z_dim", "w_dim", "mapping_layers", "embed_dim", "pe_channels", "channel_base", "channel_max",
+                   "d_channel_base", "d_channel_max", "disc_pos_periods")
+_UNIT_AUGMENT = ("ada_target", "p_init", "midband_p", "cutout_size")
+_NONNEGATIVE_AUGMENT = ("noise_std", "rotate_max", "scale_std", "translate_max")
+
+
+def validate_model(cfg: ModelConfig) -> None:
+    """Refuse sizes no network can have (before anything is built)."""
+    bad = [f"model.{n}={getattr(cfg, n)}" for n in _POSITIVE_MODEL if getattr(cfg, n) < 1]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: must be >= 1")
+
+
+def validate_augment(cfg: AugmentConfig) -> None:
+    """Refuse augmentation settings outside their ranges (probabilities in [0, 1], widths positive)."""
+    bad = [f"{n}={getattr(cfg, n)} (must lie in [0, 1])" for n in _UNIT_AUGMENT if not 0 <= getattr(cfg, n) <= 1]
+    bad += [f"{n}={getattr(cfg, n)} (must be >= 0)" for n in _NONNEGATIVE_AUGMENT if getattr(cfg, n) < 0]
+    if cfg.ada_interval < 1 or cfg.ada_kimg <= 0:
+        bad.append("ada_interval >= 1 and ada_kimg > 0 needed")
+    if not 0 < cfg.sigma_min <= (cfg.sigma_max if cfg.sigma_max is not None else math.inf):
+        bad.append(f"need 0 < sigma_min <= sigma_max, got {cfg.sigma_min}, {cfg.sigma_max}")
+    if not 1 <= cfg.ratio_min <= cfg.ratio_max:
+        bad.append(f"need 1 <= ratio_min <= ratio_max, got {cfg.ratio_min}, {cfg.ratio_max}")
+    if bad:
+        raise ConfigError("train.augment: " + "; ".join(bad))
+
+
 def validate_train(cfg: TrainConfig) -> None:
     """Refuse training settings no run can use (checked when a preset is resolved)."""
+    validate_augment(cfg.augment)
     if cfg.batch < 1 or cfg.group_size < 1 or cfg.batch % cfg.group_size:
         raise ConfigError(
             f"batch {cfg.batch} must be a positive multiple of group_size {cfg.group_size} "

@@ -233,6 +233,21 @@ def test_impossible_training_lengths_leave_nothing(prepared_store, tmp_path, fla
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("setting, needle", [
+    (["--lr", "nan"], "finite"), (["--set", "train.augment.midband_p=2"], "midband_p"),
+    (["--set", "model.channel_max=-5"], "channel_max"), (["--set", "train.ema_decay=inf"], "finite"),
+])
+def test_impossible_training_settings_are_refused(prepared_store, tmp_path, setting, needle):
+    _user_error(_train(prepared_store, tmp_path / "run", 2, *setting), needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_impossible_displacement_height_is_refused(raw_dataset, tmp_path):
+    for value in ("nan", "-1", "0"):
+        _user_error(_cli("prepare", raw_dataset, tmp_path / "ds", "--displacement-height", value), "displacement-height")
+    assert not (tmp_path / "ds").exists()
+
+
 def test_resume_with_fewer_steps_than_done_is_a_clear_error(prepared_store, run_copy):
     before = _tree(run_copy)
     _user_error(_train(prepared_store, run_copy, 2, "--resume"), "step 4", "--steps")

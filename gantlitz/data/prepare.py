@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -254,6 +255,8 @@ def prepare(
     src, out = Path(src), Path(out)
     if normal_convention not in maps.CONVENTIONS:
         raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
+    if not (math.isfinite(displacement_height) and displacement_height > 0):
+        raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
     check_dataset_out(out, [src, *([mask] if mask is not None else [])], overwrite)
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:

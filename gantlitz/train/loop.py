@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint, networks, presets
-from ..config import MODALITIES, Preset, apply_overrides, parse_overrides, to_dict, validate_train
+from ..config import MODALITIES, Preset, apply_overrides, parse_overrides, to_dict, validate_model, validate_train
 from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
 from ..data.store import PatchStore, StoreError
 from ..nn.generator import check_regions
@@ -91,6 +91,7 @@ def resolve_preset(
     base = presets.get(preset) if isinstance(preset, str) else preset
     resolved = apply_overrides(base, overrides)
     validate_train(resolved.train)
+    validate_model(resolved.model)
     where = f" ({data_path})" if data_path is not None else ""
     if resolved.global_res is not None:
         r = int(resolved.global_res)
