@@ -159,6 +159,10 @@ def load_generator(
     if not state:
         raise CheckpointError(f"{meta['path']}: no generator weights ({which}. or G.) in this file")
     _check_shapes(preset, state, meta["path"])
+    broken = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise CheckpointError(f"{meta['path']}: generator weights hold NaN/Inf ({', '.join(broken[:3])}); "
+                              "use an earlier checkpoint")
     generator, _ = build(preset, mask=state.get("mask"))
     generator.load_state_dict(state, strict=True)
     return generator.to(device).eval().requires_grad_(False), meta

@@ -346,6 +346,41 @@ def extrapolate_fill(
     return out[:, :, 0] if squeeze else out
 
 
+def _dataset_facts(meta: dict[str, Any], canvas: tuple[int, int], path: Any) -> tuple[float, str]:
+    """(displacement scale, normal convention) from a checkpoint's dataset facts, with defaults said in
+    warnings; malformed facts are a `CheckpointError`."""
+    where = path or "checkpoint"
+    dataset = meta.get("dataset") or {}
+    if not isinstance(dataset, dict):
+        raise CheckpointError(f"{where}: metadata 'dataset' must be a mapping, got {type(dataset).__name__}")
+    scale = dataset.get("displacement_scale")
+    if scale is None:
+        scale = canvas[1] * DEFAULT_SCALE_PER_PIXEL
+        warnings.warn(f"{where}: no dataset displacement_scale recorded; normals use {scale:g} pixels per "
+                      "displacement unit (canvas width / 256)", stacklevel=3)
+    conv = dataset.get("normal_convention")
+    if conv is None:
+        conv = DEFAULT_NORMAL_CONVENTION
+        if dataset:
+            warnings.warn(f"{where}: no normal_convention recorded; using {conv}", stacklevel=3)
+    data_canvas = dataset.get("canvas")
+    if isinstance(data_canvas, dict):
+        data_canvas = [data_canvas.get("height"), data_canvas.get("width")]
+    try:
+        scale = float(scale)
+        data_canvas = None if data_canvas is None else tuple(int(v) for v in data_canvas)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: malformed dataset facts (displacement_scale {scale!r}, canvas "
+                              f"{data_canvas!r})") from None
+    if not (math.isfinite(scale) and scale > 0):
+        raise CheckpointError(f"{where}: displacement_scale must be a positive number, got {scale}")
+    if conv not in maps_mod.CONVENTIONS:
+        raise CheckpointError(f"{where}: unknown normal convention {conv!r}")
+    if data_canvas is not None and data_canvas != canvas:
+        log.warning("dataset canvas %s differs from the generator's %s; using the generator's", data_canvas, canvas)
+    return scale, str(conv)
+
+
 # ================================================================================================= model
 class TextureModel:
     """A loaded generator with everything needed to turn seeds into texture maps."""
@@ -364,30 +399,7 @@ class TextureModel:
         self.unit = level0_unit(self.patch_size)
         self.patches_per_pass = patches_per_pass
         self.mask = G.mask.detach().cpu().numpy().astype(np.uint8)
-        dataset = self.meta.get("dataset") or {}
-        scale = dataset.get("displacement_scale")
-        if scale is None:
-            scale = self.canvas[1] * DEFAULT_SCALE_PER_PIXEL
-            warnings.warn(
-                f"{self.path or 'checkpoint'}: no dataset displacement_scale recorded; normals use "
-                f"{scale:g} pixels per displacement unit (canvas width / 256)", stacklevel=2,
-            )
-        self.displacement_scale = float(scale)
-        conv = dataset.get("normal_convention")
-        if conv is None:
-            conv = DEFAULT_NORMAL_CONVENTION
-            if dataset:
-                warnings.warn(f"{self.path or 'checkpoint'}: no normal_convention recorded; using {conv}",
-                              stacklevel=2)
-        if conv not in maps_mod.CONVENTIONS:
-            raise CheckpointError(f"{self.path}: unknown normal convention {conv!r}")
-        self.normal_convention = str(conv)
-        data_canvas = dataset.get("canvas")
-        if isinstance(data_canvas, dict):
-            data_canvas = [data_canvas.get("height"), data_canvas.get("width")]
-        if data_canvas is not None and tuple(int(v) for v in data_canvas) != self.canvas:
-            log.warning("dataset canvas %s differs from the generator's %s; using the generator's",
-                        tuple(data_canvas), self.canvas)
+        self.displacement_scale, self.normal_convention = _dataset_facts(self.meta, self.canvas, self.path)
         self._call: Any = G
         if compile:
             self._call = torch.compile(self.G)

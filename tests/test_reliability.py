@@ -265,6 +265,8 @@ def test_garbage_config_json_on_resume_is_a_clear_error(prepared_store, run_copy
     (lambda m: m["preset"]["model"].update(channel_base=10**9), "do not match"),
     (lambda m: m.pop("preset"), "no preset"),
     (lambda m: m["preset"]["model"].update(surprise=1), "preset is invalid"),
+    (lambda m: m["dataset"].update(displacement_scale="abc"), "malformed dataset facts"),
+    (lambda m: m.update(dataset=[1, 2]), "must be a mapping"),
 ])
 def test_checkpoint_metadata_is_checked_before_use(small_ckpt, raw_dataset, tmp_path, change, needle):
     bad = _rewrite_meta(small_ckpt, tmp_path / "bad.safetensors", change)
@@ -275,6 +277,17 @@ def test_checkpoint_metadata_is_checked_before_use(small_ckpt, raw_dataset, tmp_
     write_image(target, torch.rand(64, 96, 3).numpy())
     _user_error(_cli("invert", bad, "--target", target, "--out", tmp_path / "inv", "--steps", "1"), needle)
     assert not (tmp_path / "o").exists() and not (tmp_path / "inv").exists()
+
+
+def test_a_generator_with_nan_weights_is_refused_at_load(small_ckpt, tmp_path):
+    tensors, meta = checkpoint.load(small_ckpt)
+    for k in ("path", "format", "version"):
+        meta.pop(k)
+    key = next(k for k, v in tensors.items() if k.startswith("G_ema.") and v.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    bad = checkpoint.save(tmp_path / "nan.safetensors", tensors, meta)
+    _user_error(_cli("generate", bad, "--out", tmp_path / "o", "--no-progress"), "NaN/Inf")
+    assert not (tmp_path / "o").exists()
 
 
 # 8. silent acceptances -------------------------------------------------------------------------------------
