@@ -27,7 +27,7 @@ import numpy as np
 
 from .outputs import atomic_path
 from .resample import to_uint8
-from .render import Maps, Mesh, RenderError, load_mesh
+from .render import Maps, Mesh, RenderError, Shading, load_mesh
 
 __all__ = ["ExportError", "export_gltf", "validate_glb", "SPECULAR_EXTENSION"]
 
@@ -144,6 +144,7 @@ def export_gltf(
     to ``out`` as a .glb; maps with a longer side than ``max_texture`` are down-sampled (None: as they
     are). Returns the path. The file is validated with :func:`validate_glb` before it is moved into place.
     """
+    Shading(roughness=roughness, specular_scale=specular_scale)  # the renderer's range checks
     out = Path(out)
     if out.suffix.lower() != ".glb":
         raise ExportError(f"{out}: the output must be a .glb file (glTF 2.0 binary)")

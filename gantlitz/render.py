@@ -648,6 +648,18 @@ class Shading:
     exposure: float = 1.0
     normal_strength: float = 1.0
 
+    def __post_init__(self) -> None:
+        problems = [f"{name} {value} must be a finite number" for name, value in
+                    (("roughness", self.roughness), ("specular scale", self.specular_scale),
+                     ("exposure", self.exposure), ("normal strength", self.normal_strength),
+                     *(("light angle", a) for a in self.light)) if not math.isfinite(value)]
+        if not 0.0 <= self.roughness <= 1.0:
+            problems.append(f"roughness {self.roughness} must lie in [0, 1]")
+        if self.specular_scale < 0 or self.exposure <= 0:
+            problems.append(f"need specular scale >= 0 and exposure > 0, got {self.specular_scale}, {self.exposure}")
+        if problems:
+            raise RenderError("; ".join(problems))
+
     @classmethod
     def of(cls, shading: "Shading | None", fields: Mapping[str, Any]) -> "Shading":
         """`shading` (default: `Shading()`) with the given fields replaced (the renderers' keyword shortcuts)."""

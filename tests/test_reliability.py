@@ -326,3 +326,13 @@ def test_maps_of_another_layout_are_refused_by_render(tmp_path):
     write_image(tmp_path / "normal.png", torch.rand(32, 64, 3).numpy())
     with pytest.raises(R.MapsError, match="aspect ratio"):
         R.load_maps(tmp_path)
+
+
+@pytest.mark.parametrize("flag, needle", [(["--roughness", "nan"], "roughness nan"), (["--roughness", "2"], "[0, 1]"),
+                                          (["--specular-scale", "-1"], "specular scale")])
+def test_impossible_material_values_are_refused_by_export(tmp_path, flag, needle):
+    from gantlitz.imageio import write_image
+
+    write_image(tmp_path / "maps" / "albedo.png", torch.rand(64, 64, 3).numpy())
+    _user_error(_cli("export", tmp_path / "maps", "--gltf", tmp_path / "head.glb", *flag), needle)
+    assert not (tmp_path / "head.glb").exists()
