@@ -299,6 +299,18 @@ def test_impossible_sampling_values_are_refused(small_ckpt, tmp_path):
     assert not (tmp_path / "o").exists() and not (tmp_path / "v").exists()
 
 
+@pytest.mark.parametrize("command", [["invert", "--target", "t.png", "--lr", "nan"], ["evaluate", "--truncation", "nan"],
+                                     ["render", "--exposure", "inf"], ["train", "--minutes", "nan"]])
+def test_non_finite_numbers_are_refused_by_every_command(small_ckpt, prepared_store, tmp_path, command):
+    args = {"invert": [small_ckpt, "--out", tmp_path / "o"],
+            "evaluate": [small_ckpt, "--data", prepared_store, "--out", tmp_path / "o"],
+            "render": [tmp_path, "--out", tmp_path / "o.png"],
+            "train": ["--data", prepared_store, "--out", tmp_path / "o", "--preset", "tiny"]}[command[0]]
+    r = _cli(command[0], *args, *command[1:])
+    assert r.exit_code == 2 and "finite" in r.output, r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.png").exists()
+
+
 def test_skipped_subject_folders_are_named(raw_dataset, tmp_path, caplog):
     src = tmp_path / "raw"
     shutil.copytree(raw_dataset, src)
@@ -328,7 +340,7 @@ def test_maps_of_another_layout_are_refused_by_render(tmp_path):
         R.load_maps(tmp_path)
 
 
-@pytest.mark.parametrize("flag, needle", [(["--roughness", "nan"], "roughness nan"), (["--roughness", "2"], "[0, 1]"),
+@pytest.mark.parametrize("flag, needle", [(["--roughness", "nan"], "finite"), (["--roughness", "2"], "[0, 1]"),
                                           (["--specular-scale", "-1"], "specular scale")])
 def test_impossible_material_values_are_refused_by_export(tmp_path, flag, needle):
     from gantlitz.imageio import write_image

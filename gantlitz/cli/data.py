@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .params import Finite
+
 
 def _size(value: str) -> tuple[int, int]:
     """'WxH' → (height, width)."""
@@ -62,7 +64,7 @@ def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | N
               help="Mask image (first channel > 0.5 = visible). Default: SRC/mask.*, else derived from the maps.")
 @click.option("--no-flip", is_flag=True, help="The layout is not left/right symmetric: never flip.")
 @click.option("--normal-convention", type=click.Choice(["opengl", "directx"]), default="opengl", show_default=True)
-@click.option("--displacement-height", type=float, default=1.0, show_default=True,
+@click.option("--displacement-height", type=Finite(), default=1.0, show_default=True,
               help="Canvas pixels per unit of displacement files (subjects given without a normal map).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def prepare_cmd(src: Path, out: Path, crop: str | None, mask: Path | None, no_flip: bool, normal_convention: str,

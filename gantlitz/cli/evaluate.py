@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .params import Finite
+
 
 def _location(value: str) -> str | tuple[int, int]:
     if "," in value:
@@ -44,7 +46,8 @@ def _location(value: str) -> str | tuple[int, int]:
               help="Name of each checkpoint in tables and figures, once per checkpoint in order "
                    "[default: file names].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits; samples use seeds SEED...")
-@click.option("--truncation", type=float, default=1.0, show_default=True, help="Truncation psi (1 = none).")
+@click.option("--truncation", type=Finite(), default=1.0, show_default=True,
+              help="Truncation psi (1 = none).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per feature-extractor batch.")

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
+from .params import Finite
+
 MAP_FORMATS = ["exr", "png16", "tiff"]
-
-
-def _finite(_ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number", param=param)
-    return value
 
 
 def _model_options(func):
@@ -26,7 +21,7 @@ def _model_options(func):
                         help="auto = tf32 on CUDA, fp32 on CPU; fp32 forces full float32.")(func)
     func = click.option("--device", default="auto", show_default=True,
                         help="cpu, cuda, cuda:1, ... (auto: CUDA when available).")(func)
-    func = click.option("--truncation", "-t", type=float, default=1.0, show_default=True, callback=_finite,
+    func = click.option("--truncation", "-t", type=Finite(), default=1.0, show_default=True,
                         help="Truncation psi (1 = none).")(func)
     func = click.option("--overwrite", is_flag=True,
                         help="Replace the files this command writes (other files in the folder are kept).")(func)
@@ -98,7 +93,7 @@ def generate_cmd(checkpoint: Path, seeds: str, out: Path, fmt: str, noise_seed: 
 @click.option("--noise-seed", type=click.IntRange(min=0), default=None, help="Fixed noise seed (default: seed A).")
 @click.option("--size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Long side of the preview frames (pixels).")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True)
+@click.option("--fps", type=Finite(min=0, min_open=True), default=8.0, show_default=True)
 @click.option("--save-frames", is_flag=True, help="Also write each frame as OUT/frames/frameNNNN.png.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_model_options

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .params import Finite
+
 
 def _steps(value: str) -> tuple[int, int]:
     """'N' (both stages) or 'S1,S2' → (latent steps, noise steps)."""
@@ -36,13 +38,13 @@ def _steps(value: str) -> tuple[int, int]:
               help="k: each step synthesises a random k x k-patch region (0 = the whole canvas every step).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of every random choice (same seed, same result).")
-@click.option("--lr", "lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", "lr", type=Finite(min=0, min_open=True), default=None,
               help="Latent learning rate (default 0.1).")
-@click.option("--noise-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--noise-lr", type=Finite(min=0, min_open=True), default=None,
               help="Noise-map learning rate (default 0.1).")
-@click.option("--noise-reg", type=click.FloatRange(min=0), default=None,
+@click.option("--noise-reg", type=Finite(min=0), default=None,
               help="Weight of the pixel-correlation noise penalty (default 100).")
-@click.option("--superres-boost", type=click.FloatRange(min=0), default=None,
+@click.option("--superres-boost", type=Finite(min=0), default=None,
               help="Super-resolution: penalty multiplier for noise finer than the target (default 10).")
 @click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
               help="Write the resumable state (OUT/state.safetensors) every N steps.")

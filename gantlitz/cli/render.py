@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..outputs import refuse_existing
+from .params import Finite
 
 import click
 
@@ -14,8 +15,8 @@ def _parse_light(_ctx, _param, value: str | None):
     if value is None:
         return None
     try:
-        az, el = (float(x) for x in value.split(","))
-    except ValueError:
+        az, el = (Finite().convert(x, None, None) for x in value.split(","))
+    except (ValueError, click.BadParameter):
         raise click.BadParameter(f"expected AZIMUTH,ELEVATION in degrees (e.g. 35,30), got {value!r}")
     if not -90.0 <= el <= 90.0:
         raise click.BadParameter(f"elevation must be in [-90, 90] degrees, got {el:g}")
@@ -35,9 +36,9 @@ def _map_options(f):
                      help="UV-mapped mesh (.glb/.gltf/.obj). Default: the bundled Lee Perry-Smith head scan.")(f)
     f = click.option("--flip-v/--no-flip-v", "flip_v", default=None,
                      help="Flip the mesh's v coordinate. Default: only for the Lee Perry-Smith scan.")(f)
-    f = click.option("--specular-scale", type=float, default=0.2, show_default=True,
+    f = click.option("--specular-scale", type=Finite(), default=0.2, show_default=True,
                      help="Specular map value -> normal-incidence reflectance F0.")(f)
-    f = click.option("--roughness", type=float, default=0.5, show_default=True,
+    f = click.option("--roughness", type=Finite(), default=0.5, show_default=True,
                      help="GGX roughness of the skin (constant).")(f)
     return f
 
@@ -113,8 +114,8 @@ def register(group: click.Group) -> None:
                   help="Long side of the UV view. Default: the (down-sampled) maps' long side.")
     @click.option("--full-res", is_flag=True, help="Upload the maps at full resolution (default: long side <= 2048).")
     @click.option("--labels/--no-labels", default=True, show_default=True, help="Name each view.")
-    @click.option("--exposure", type=float, default=1.0, show_default=True, help="Linear exposure before tone mapping.")
-    @click.option("--zoom", type=click.FloatRange(0.2, 10.0), default=1.1, show_default=True,
+    @click.option("--exposure", type=Finite(), default=1.0, show_default=True, help="Linear exposure before tone mapping.")
+    @click.option("--zoom", type=Finite(0.2, 10.0), default=1.1, show_default=True,
                   help="Camera zoom; 1 fits the mesh's bounding sphere in the view.")
     @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
     @_map_options

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import presets
+from .params import Finite
 
 
 def _overrides(**flags: object) -> dict[str, object]:
@@ -28,9 +29,9 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Samples per step per process.")
 @click.option("--group-size", type=click.IntRange(min=1), default=None,
               help="Consecutive samples from one patch location (D's minibatch-stddev group).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (after the linear warm-up).")
-@click.option("--r1-gamma", type=float, default=None, help="R1 weight γ.")
-@click.option("--kimg", type=float, default=None, help="Train for this many thousand real samples (all processes).")
+@click.option("--lr", type=Finite(), default=None, help="Adam learning rate (after the linear warm-up).")
+@click.option("--r1-gamma", type=Finite(), default=None, help="R1 weight γ.")
+@click.option("--kimg", type=Finite(), default=None, help="Train for this many thousand real samples (all processes).")
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Train for this many steps in total.")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
               help="fp32 (strict), tf32 (CUDA default) or bf16 autocast of the G and D passes (losses fp32).")
@@ -42,7 +43,7 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--preview-every", type=click.IntRange(min=0), default=None, help="Steps between previews (0: none).")
 @click.option("--log-every", type=click.IntRange(min=1), default=None, help="Steps between logged scalars.")
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=None, help="Checkpoints kept (default 3).")
-@click.option("--minutes", type=float, default=None, help="Stop (checkpoint + model) after this much wall time.")
+@click.option("--minutes", type=Finite(), default=None, help="Stop (checkpoint + model) after this much wall time.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any preset field: model.channel_max=32, train.augment.midband_p=0.5, global_res=64 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
@@ -89,7 +90,7 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("gantlitz-demo"),
               show_default=True, help="Folder for everything the demo makes.")
-@click.option("--minutes", type=float, default=5.0, show_default=True, help="Training wall time.")
+@click.option("--minutes", type=Finite(), default=5.0, show_default=True, help="Training wall time.")
 @click.option("--subjects", type=click.IntRange(min=4), default=24, show_default=True,
               help="Synthetic identities to train on.")
 @click.option("--size", type=click.Choice(["128", "256", "512"]), default="256", show_default=True,
