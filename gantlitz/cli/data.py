@@ -66,7 +66,9 @@ def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | N
 @click.option("--normal-convention", type=click.Choice(["opengl", "directx"]), default="opengl", show_default=True)
 @click.option("--displacement-height", type=Finite(), default=1.0, show_default=True,
               help="Canvas pixels per unit of displacement files (subjects given without a normal map).")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a dataset in OUT: only its own files (manifest, arrays); other files are kept. Refused "
+                   "for a folder that is not a dataset or that holds SRC.")
 def prepare_cmd(src: Path, out: Path, crop: str | None, mask: Path | None, no_flip: bool, normal_convention: str,
                 displacement_height: float, overwrite: bool) -> None:
     """Validate the scans in SRC (one folder per subject) and write the patch store OUT."""

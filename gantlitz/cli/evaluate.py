@@ -51,7 +51,7 @@ def _location(value: str) -> str | tuple[int, int]:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per feature-extractor batch.")
-@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the result files already in --out (other files are kept).")
 def evaluate_cmd(checkpoints, data, out, features, weights, n_splits, subset_size, location, patch, whole_size,
                  count, labels, seed, truncation, device, batch_size, overwrite) -> None:
     """KID of checkpoints against the training data over random splits (paper §5.5, Fig. 17).

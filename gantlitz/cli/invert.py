@@ -52,7 +52,7 @@ def _steps(value: str) -> tuple[int, int]:
               help="Map file format.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted inversion in OUT (same target and options).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs in OUT.")
+@click.option("--overwrite", is_flag=True, help="Replace this command's outputs in OUT (other files are kept).")
 @click.option("--regenerate", "latent", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Instead of inverting: turn a saved latent.safetensors back into the maps in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

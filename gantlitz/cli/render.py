@@ -117,7 +117,7 @@ def register(group: click.Group) -> None:
     @click.option("--exposure", type=Finite(), default=1.0, show_default=True, help="Linear exposure before tone mapping.")
     @click.option("--zoom", type=Finite(0.2, 10.0), default=1.1, show_default=True,
                   help="Camera zoom; 1 fits the mesh's bounding sphere in the view.")
-    @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+    @click.option("--overwrite", is_flag=True, help="Replace the output files this command writes.")
     @_map_options
     def render_cmd(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
                    albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness):

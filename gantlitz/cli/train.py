@@ -47,7 +47,8 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any preset field: model.channel_max=32, train.augment.midband_p=0.5, global_res=64 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
-@click.option("--overwrite", is_flag=True, help="Start over in --out (deletes its checkpoints, logs, previews).")
+@click.option("--overwrite", is_flag=True, help="Start over in --out: deletes only the run's own files (checkpoints, model, logs, previews, "
+                   "metrics, config); other files are kept. Refused for a folder that holds the dataset.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of torch (1 is fastest for small models on a busy CPU).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and TensorBoard still written).")
