@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .outputs import atomic_path
+from .outputs import atomic_path, refuse_existing
 from .resample import to_uint8
-from .render import Maps, Mesh, RenderError, Shading, load_mesh
+from .render import Maps, Mesh, RenderError, Shading, load_maps, load_mesh
 
 __all__ = ["ExportError", "export_gltf", "validate_glb", "SPECULAR_EXTENSION"]
 
@@ -359,3 +359,23 @@ class _GlbCheck:
         self.summary["material"] = {"metallicFactor": pbr.get("metallicFactor", 1.0),
                                     "roughnessFactor": pbr.get("roughnessFactor", 1.0),
                                     "extensions": sorted(m.get("extensions", {}))}
+
+
+def export_sets(
+    sets: list[Any], gltf_out: Path, *, mesh: str | os.PathLike | None = None, flip_v: bool = False,
+    convention: str = "opengl", roughness: float = 0.5, specular_scale: float = 0.2, max_texture: int | None = 4096,
+    overwrite: bool = False, echo: Any = print,
+) -> list[Path]:
+    """One .glb per set of maps (`render.map_sets`): `gltf_out`, or `OUT_<name>.glb` for several; every
+    output is checked before anything is written."""
+    outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb") for name, _ in sets]
+    refuse_existing(outs, overwrite)
+    the_mesh = load_mesh(mesh, flip_v=flip_v)
+    for (_, kw), path in zip(sets, outs):
+        maps = load_maps(**kw, max_size=max_texture, convention=convention)
+        export_gltf(maps, the_mesh, path, roughness=roughness, specular_scale=specular_scale,
+                    max_texture=max_texture, overwrite=overwrite)
+        summary = validate_glb(path)
+        echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
+             f"{summary['triangles']} triangles, textures {summary['images']})")
+    return outs

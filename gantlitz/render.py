@@ -27,14 +27,15 @@ import hashlib
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import GantlitzError
-from .outputs import atomic_path
+from .errors import GantlitzError, UsageError
+from .outputs import atomic_path, refuse_existing
 from .resample import fit
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ __all__ = [
     "Lighting",
     "default_lighting",
     "Shading",
+    "map_sets",
+    "write_previews",
     "find_maps",
     "find_map_sets",
     "load_maps",
@@ -917,3 +920,56 @@ def tile_rows(rows: Iterable[np.ndarray], gap: int = 0) -> np.ndarray:
         spacer = np.zeros((gap, rows[0].shape[1], 3), np.uint8)
         rows = [x for r in rows for x in (r, spacer)][:-1]
     return np.concatenate(rows, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The `render` command's files
+
+
+MapSet = tuple[str, dict[str, Any]]
+
+
+def map_sets(source: Path | None, albedo: Path | None = None, specular: Path | None = None,
+             normal: Path | None = None) -> list[MapSet]:
+    """[(name, `load_maps` keywords)] for each set of maps a command names: the sets under ``source``
+    (one, or one per ``seed*/`` folder), or the explicit files (which override a single set's)."""
+    if source is None:
+        if albedo is None:
+            raise UsageError("give a directory of maps (SOURCE) or at least --albedo FILE")
+        return [("", {"albedo": albedo, "specular": specular, "normal": normal})]
+    dirs = find_map_sets(source)
+    if len(dirs) > 1 and (albedo or specular or normal) is not None:
+        raise UsageError(f"--albedo/--specular/--normal apply to one set of maps; {source} holds {len(dirs)}")
+    return [(d.name if d != source else "", {"source": d, "albedo": albedo, "specular": specular, "normal": normal})
+            for d in dirs]
+
+
+def write_previews(
+    sets: list[MapSet], out: Path, *, mode: str = "both", views: int = 3, size: int = 768, uv_size: int | None = None,
+    shading: Shading | None = None, max_texture: int | None = 2048, labels: bool = True, zoom: float = 1.1,
+    mesh: str | os.PathLike | None = None, flip_v: bool = False, convention: str = "opengl",
+    overwrite: bool = False, echo: Any = log.info,
+) -> list[Path]:
+    """`out` (mesh views, one row per set) and/or `out_uv[_name].png` (UV-space relit views); every output
+    is checked before anything is rendered."""
+    uv_paths = []
+    if mode in ("uv", "both"):
+        stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
+        uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
+    mesh_paths = [out] if mode != "uv" else []
+    refuse_existing(mesh_paths + uv_paths, overwrite)
+    loaded = [load_maps(**kw, max_size=max_texture, convention=convention) for _, kw in sets]
+    if mesh_paths:
+        the_mesh = load_mesh(mesh, flip_v=flip_v)
+        t0 = time.perf_counter()
+        rows = [render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom, shading=shading,
+                             max_texture=max_texture) for maps in loaded]
+        per_view = (time.perf_counter() - t0) / max(len(rows) * views, 1)
+        image = tile_rows(rows)
+        save_png(out, image)
+        echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {len(rows) * views} views, {per_view:.2f} s/view)")
+    for maps, path in zip(loaded, uv_paths):
+        image = render_uv(maps, size=uv_size, shading=shading, max_texture=max_texture)
+        save_png(path, image)
+        echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
+    return mesh_paths + uv_paths

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from ..outputs import refuse_existing
 from .params import Finite
 
 import click
@@ -43,57 +41,6 @@ def _map_options(f):
     return f
 
 
-def _sets(source: Path | None, albedo, specular, normal):
-    """[(name, load_kwargs)] for each set of maps the arguments name."""
-    from ..render import find_map_sets
-
-    if source is None:
-        if albedo is None:
-            raise click.UsageError("give a directory of maps (SOURCE) or at least --albedo FILE")
-        return [("", {"albedo": albedo, "specular": specular, "normal": normal})]
-    dirs = find_map_sets(source)
-    if len(dirs) > 1 and (albedo or specular or normal) is not None:
-        raise click.UsageError("--albedo/--specular/--normal apply to one set of maps; "
-                               f"{source} holds {len(dirs)}")
-    return [(d.name if d != source else "", {"source": d, "albedo": albedo, "specular": specular,
-                                              "normal": normal}) for d in dirs]
-
-
-def _render(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
-            albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness) -> None:
-    from .. import render as R
-
-    sets = _sets(source, albedo, specular, normal)
-    if out is None:
-        out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
-    max_texture = None if full_res else 2048
-    shading = R.Shading(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
-                        exposure=exposure)
-    uv_paths = []
-    if mode in ("uv", "both"):
-        stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
-        uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
-    refuse_existing(([out] if mode != "uv" else []) + uv_paths, overwrite)
-    loaded = [(name, R.load_maps(**kw, max_size=max_texture, convention=convention)) for name, kw in sets]
-    if mode in ("mesh", "both"):
-        the_mesh = R.load_mesh(mesh, flip_v=flip_v)
-        rows = []
-        t0 = time.perf_counter()
-        for name, maps in loaded:
-            rows.append(R.render_views(maps, the_mesh, views=views, size=size, labels=labels, zoom=zoom,
-                                       shading=shading, max_texture=max_texture))
-        elapsed = time.perf_counter() - t0
-        image = R.tile_rows(rows)
-        R.save_png(out, image)
-        n = len(rows) * views
-        click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {n} views, "
-                   f"{elapsed / max(n, 1):.2f} s/view)")
-    for (name, maps), path in zip(loaded, uv_paths):
-        image = R.render_uv(maps, size=uv_size, shading=shading, max_texture=max_texture)
-        R.save_png(path, image)
-        click.echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
-
-
 def register(group: click.Group) -> None:
     """Add this area's commands to the top-level group."""
 
@@ -124,8 +71,16 @@ def register(group: click.Group) -> None:
         """Lit previews of texture maps: SOURCE is a directory with albedo.*, specular.*, normal.* (or
         `gantlitz generate` output with seed*/ folders: one row each), rendered on a head mesh from
         several views (headless, OpenGL through EGL) and relit in UV space."""
-        _render(source, out, mode, views, size, light, uv_size, full_res, labels, exposure, zoom, overwrite,
-                albedo, specular, normal, convention, mesh, flip_v, specular_scale, roughness)
+        from .. import render as R
+
+        if out is None:
+            out = (source if source is not None and source.is_dir() else Path(".")) / "render.png"
+        shading = R.Shading(light=light or (35.0, 30.0), roughness=roughness, specular_scale=specular_scale,
+                            exposure=exposure)
+        R.write_previews(R.map_sets(source, albedo, specular, normal), out, mode=mode, views=views, size=size,
+                         uv_size=uv_size, shading=shading, max_texture=None if full_res else 2048, labels=labels,
+                         zoom=zoom, mesh=mesh, flip_v=flip_v, convention=convention, overwrite=overwrite,
+                         echo=click.echo)
 
     @group.command("export")
     @click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
@@ -139,18 +94,9 @@ def register(group: click.Group) -> None:
                    flip_v, specular_scale, roughness):
         """Export maps on a mesh as a glTF 2.0 binary: baseColor, normal and KHR_materials_specular
         textures embedded as PNG, metallic 0, constant roughness. Opens in Blender and three.js."""
-        from .. import export as E
-        from .. import render as R
+        from ..export import export_sets
+        from ..render import map_sets
 
-        sets = _sets(source, albedo, specular, normal)
-        outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb")
-                for name, _ in sets]
-        refuse_existing(outs, overwrite)
-        the_mesh = R.load_mesh(mesh, flip_v=flip_v)
-        for (name, kw), path in zip(sets, outs):
-            maps = R.load_maps(**kw, max_size=max_texture, convention=convention)
-            E.export_gltf(maps, the_mesh, path, roughness=roughness, specular_scale=specular_scale,
-                          max_texture=max_texture, overwrite=overwrite)
-            summary = E.validate_glb(path)
-            click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
-                       f"{summary['triangles']} triangles, textures {summary['images']})")
+        export_sets(map_sets(source, albedo, specular, normal), gltf_out, mesh=mesh, flip_v=flip_v,
+                    convention=convention, roughness=roughness, specular_scale=specular_scale,
+                    max_texture=max_texture, overwrite=overwrite, echo=click.echo)
