@@ -346,7 +346,7 @@ def evaluate(
     - KID: `n_splits` splits of `subset_size` (default N // 2) per set, `seed` for the splits.
     - `features`: "local" (default, no download) or "inception" with `weights` (a local file); an
       `extractor` object overrides both.  `loader(path)` defaults to `gantlitz.generate.load`; `data`
-      may be a store-like object (tests).
+      may be any object with the `PatchStore` interface.
 
     Returns the summary dict (also written to `out/summary.json`).
     """

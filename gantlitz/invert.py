@@ -586,7 +586,7 @@ class _Problem:
 
 
 class _Progress:
-    """Progress bar, per-step callback, periodic state saves and the simulated interruption (`stop_after`)."""
+    """Progress bar, per-step callback, periodic state saves and the step budget (`stop_after`)."""
 
     def __init__(self, total: int, done: int, *, show: bool, callback: Any, stop_after: int | None,
                  save_every: int, save: Callable[[], None]) -> None:
@@ -699,8 +699,8 @@ def invert(
     model: a `Generator` or a loaded `TextureModel`. state_path: where the resumable state is written
     every `config.save_every` steps; resume=True continues from it (its configuration and target must
     match). callback(stage, step, losses) is called after every step. meta: extra JSON facts kept in
-    the state (e.g. the checkpoint path). stop_after: stop (returning None) after this many steps in this
-    call, having saved the state — simulates an interruption (used by the tests).
+    the state (e.g. the checkpoint path). stop_after: a step budget for this call — stop (returning None)
+    after this many steps with the state saved, to be continued with resume=True.
     """
     cfg = config or InversionConfig()
     G = _unwrap(model)
