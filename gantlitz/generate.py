@@ -278,9 +278,7 @@ def normals_from_displacement(
         start = max(y0 - 1, 0)
         n = maps_mod.displacement_to_normals(d[start:y1], scale, convention)  # type: ignore[arg-type]
         n = n[y0 - start :]
-        out[y0:y1] = n * 0.5 + 0.5 if encode else n
-    if encode:
-        np.clip(out, 0.0, 1.0, out=out)
+        out[y0:y1] = maps_mod.encode_normals(n) if encode else n
     return out
 
 

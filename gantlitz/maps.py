@@ -127,6 +127,18 @@ def normals_to_displacement(
     return np.ascontiguousarray(h, dtype=work)
 
 
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] → linear light (IEC 61966-2-1; clipped to [0, 1] first)."""
+    x = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] → sRGB-encoded values (the inverse of `srgb_to_linear`)."""
+    x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
+
+
 def encode_normals(normals: np.ndarray) -> np.ndarray:
     """Unit normals in [-1, 1] → image values in [0, 1] (n * 0.5 + 0.5)."""
     return np.clip(np.asarray(normals, dtype=np.float32) * 0.5 + 0.5, 0.0, 1.0)

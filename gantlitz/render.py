@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import GantlitzError, UsageError
+from .maps import decode_normals, encode_normals, srgb_to_linear
 from .outputs import atomic_path, refuse_existing
 from .resample import fit
 
@@ -162,10 +163,7 @@ def _channels(array: np.ndarray, channels: int, what: str) -> np.ndarray:
 
 def _renormalise(normal: np.ndarray) -> np.ndarray:
     """Re-normalise an encoded normal map after filtering (keeps n * 0.5 + 0.5 encoding)."""
-    n = normal * 2.0 - 1.0
-    length = np.linalg.norm(n, axis=2, keepdims=True)
-    n = np.where(length > 1e-4, n / np.maximum(length, 1e-4), np.array([0, 0, 1], np.float32))
-    return (n * 0.5 + 0.5).astype(np.float32)
+    return encode_normals(decode_normals(normal))
 
 
 def find_maps(directory: str | os.PathLike) -> dict[str, Path]:
@@ -590,11 +588,6 @@ void main() {
 """
 
 
-def _srgb_decode(a: np.ndarray) -> np.ndarray:
-    a = np.clip(a, 0.0, 1.0)
-    return np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
 def _texture(ctx, array: np.ndarray):
     """Upload an H x W x C float array as a mipmapped half-float texture, t = 0 at the image's bottom row
     (so OpenGL UVs sample it directly)."""
@@ -616,7 +609,7 @@ class _Material:
 
     def __init__(self, ctx, maps: Maps):
         self.textures = [
-            _texture(ctx, _srgb_decode(maps.albedo)),
+            _texture(ctx, srgb_to_linear(maps.albedo)),
             _texture(ctx, maps.specular if maps.specular is not None else np.full((1, 1, 1), DEFAULT_SPECULAR)),
             _texture(ctx, maps.normal if maps.normal is not None else np.array([[[0.5, 0.5, 1.0]]])),
         ]
