@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gantlitz import geometry, presets
 from gantlitz.cli import main
-from gantlitz.cli.info import preset_summary
+from gantlitz.networks import preset_summary
 from gantlitz.config import ModelConfig
 from gantlitz.networks import build, count_parameters
 from gantlitz.noise import ExplicitNoise

@@ -6,48 +6,8 @@ import json
 
 import click
 
-from .. import geometry, presets
-from ..networks import build, count_parameters
-
-
-def preset_summary(name: str) -> dict:
-    """Per-level geometry and channel counts plus total parameters of a preset's G and D."""
-    preset = presets.get(name)
-    cfg = preset.model
-    p = cfg.patch_size
-    h0, w0 = geometry.canvas_level0(cfg.canvas_height, cfg.canvas_width, p)
-    g, d = build(cfg)
-    levels = [
-        {
-            "level": lvl,
-            "canvas": [h0 << lvl, w0 << lvl],
-            "core": core,
-            "train_stride": core // 2,
-            "receptive_field": rf,
-            "forward_size": fwd,
-            "g_channels": gch,
-            "d_channels": dch,
-        }
-        for lvl, (core, rf, fwd, gch, dch) in enumerate(
-            zip(
-                geometry.core_sizes(p), geometry.receptive_fields(p), geometry.forward_sizes(p),
-                cfg.g_channels(), list(reversed(cfg.d_channels())),
-            )
-        )
-    ]
-    return {
-        "preset": preset.name,
-        "description": preset.description,
-        "canvas": [cfg.canvas_height, cfg.canvas_width],
-        "patch_size": p,
-        "training_locations": len(geometry.patch_grid(cfg.canvas_height, cfg.canvas_width, p)),
-        "inference_patches": len(geometry.patch_grid(cfg.canvas_height, cfg.canvas_width, p, p)),
-        "pe_map": list(geometry.pe_map_size(cfg.canvas_height, cfg.canvas_width, p)),
-        "num_ws": g.num_ws,
-        "levels": levels,
-        "g_parameters": count_parameters(g),
-        "d_parameters": count_parameters(d),
-    }
+from .. import presets
+from ..networks import preset_summary
 
 
 def format_summary(s: dict) -> str:
