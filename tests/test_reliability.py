@@ -103,6 +103,18 @@ def test_prepare_overwrite_refuses_a_folder_that_is_not_a_dataset(raw_dataset, t
     assert _tree(other) == {"holiday.jpg": b"not ours"}
 
 
+def test_synth_overwrite_replaces_only_a_synthetic_dataset(raw_dataset, tmp_path):
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"not ours")
+    _user_error(_cli("synth", other, "--subjects", "1", "--size", "64x64", "--overwrite"), "gantlitz synth")
+    assert _tree(other) == {"holiday.jpg": b"not ours"}
+    ours = Path(shutil.copytree(raw_dataset, tmp_path / "raw"))
+    r = _cli("synth", ours, "--subjects", "1", "--size", "64x64", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in ours.iterdir()) == ["README.txt", "mask.png", "subject000"]
+
+
 # 2. finished model replaced without --overwrite --------------------------------------------------------
 def test_resume_without_checkpoints_keeps_the_finished_run(prepared_store, run_copy):
     for f in (run_copy / "checkpoints").iterdir():
