@@ -24,6 +24,7 @@ DATA_CHANNELS = sum(MODALITY_CHANNELS.values())
 
 DiscPos = Literal["sin", "uv", "none"]
 DiscPosInject = Literal["input", "project", "both"]
+GeneratorEncoding = Literal["axis", "oriented"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,16 @@ class ModelConfig:
     """Size of the learned per-modality embedding feeding the dual-style blocks."""
     pe_channels: int = 512
     """Channels of the sinusoidal positional-encoding input map (replaces StyleGAN2's constant)."""
+    pe_kind: GeneratorEncoding = "axis"
+    """G's encoding: axis-aligned sinusoids of the row and of the column, or oriented plane waves."""
+    pe_learned: bool = False
+    """Add a learned feature map over the padded level-0 canvas (zero at the start) to the encoding: a
+    free code per canvas location, still a pure function of position (seamless); zero beyond the map."""
     pe_min_period: float = 3.0
+    layout_level: int | None = None
+    """Synthesis level at which a learned image per modality (zero at the start) is added to the toRGB
+    output: the layout all aligned subjects share, learnt as such, while the style path learns what
+    varies. A pure function of canvas position, so seams cannot appear; None = off (the paper)."""
     """Shortest period of G's encoding in level-0 pixels (one level-0 pixel = patch/4 canvas pixels).
     Periods shorter than a patch reach the output as an axis-aligned lattice unless D learns to reject
     them; layout needs only periods of a patch and longer (docs/training.md)."""

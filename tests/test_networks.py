@@ -23,6 +23,12 @@ PAPER_GEOMETRY_SMALL = dataclasses.replace(
 )
 
 
+# Every location option at once: oriented encoding, learned input map, learned layout image.
+TINY_LEARNED_LAYOUT = dataclasses.replace(
+    presets.get("tiny").model, pe_kind="oriented", pe_learned=True, layout_level=2, disc_pos_inject="both",
+)
+
+
 def _stitched(G, ws, modality, top, left, k, noise_seed=0, noise=None):
     p = G.patch_size
     rows = []
@@ -32,7 +38,8 @@ def _stitched(G, ws, modality, top, left, k, noise_seed=0, noise=None):
     return torch.cat(rows, dim=2)
 
 
-@pytest.mark.parametrize("config", [presets.get("tiny").model, PAPER_GEOMETRY_SMALL], ids=["tiny", "paper-512"])
+@pytest.mark.parametrize("config", [presets.get("tiny").model, PAPER_GEOMETRY_SMALL, TINY_LEARNED_LAYOUT],
+                         ids=["tiny", "paper-512", "tiny-learned-layout"])
 @pytest.mark.parametrize("modality", ["albedo", "displacement"])
 def test_region_equals_stitched_patches(config: ModelConfig, modality: str) -> None:
     G, _ = build(config, seed=3)
@@ -47,6 +54,22 @@ def test_region_equals_stitched_patches(config: ModelConfig, modality: str) -> N
     assert block.shape == (2, 3 if modality == "albedo" else 1, 2 * p, 2 * p)
     assert block.abs().max() > 0.1  # a real signal, not zeros
     assert (block - stitched).abs().max().item() <= 1e-5
+
+
+def test_learned_maps_are_seamless_at_the_canvas_corner_and_used() -> None:
+    """The learned input map and layout image are cropped by global position, also where a block starts
+    at the canvas origin (their crops reach outside the maps there), and they change the output."""
+    G, _ = build(TINY_LEARNED_LAYOUT, seed=3)
+    randomise(G)
+    G.eval()
+    p = TINY_LEARNED_LAYOUT.patch_size
+    ws = G.mapping(torch.randn(1, TINY_LEARNED_LAYOUT.z_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        block = G.synthesize(ws, "albedo", 0, 0, 2 * p, 2 * p, noise_seed=5)
+        assert (block - _stitched(G, ws, "albedo", 0, 0, 2, noise_seed=5)).abs().max().item() <= 1e-5
+        G.layout_map.zero_()
+        G.pe_map.zero_()
+        assert (block - G.synthesize(ws, "albedo", 0, 0, 2 * p, 2 * p, noise_seed=5)).abs().max() > 1e-2
 
 
 def test_region_equals_stitched_patches_with_explicit_noise() -> None:
@@ -226,3 +249,19 @@ def test_cuda_matches_cpu() -> None:
         gpu = G.cuda().synthesize(ws.cuda(), "albedo", 0, 0, 128, 128, noise_seed=4).cpu()
     torch.backends.cuda.matmul.allow_tf32 = False
     assert (cpu - gpu).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("inject", ["input", "project", "both"])
+def test_discriminator_location_signal_reaches_the_logit(inject: str) -> None:
+    """The same patch shown at two locations scores differently, whichever way D receives the location;
+    with projection only, D's input layer sees the 5 data channels alone."""
+    cfg = dataclasses.replace(presets.get("tiny").model, disc_pos_inject=inject)
+    _, D = build(cfg, seed=0)
+    with torch.no_grad():
+        for p in D.pos_embed.parameters() if D.pos_embed is not None else ():
+            p.normal_()
+    x = torch.randn(2, 5, cfg.patch_size, cfg.patch_size, generator=torch.Generator().manual_seed(1))
+    x = torch.cat([x[:1], x[:1]])
+    logits = D(x, torch.tensor([0, 128]), torch.tensor([0, 192]))
+    assert (logits[0] - logits[1]).abs() > 1e-4
+    assert D.from_rgb.weight.shape[1] == (5 if inject == "project" else 25)

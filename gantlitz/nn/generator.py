@@ -77,6 +77,25 @@ def _selection(
     return sample, order.reshape(-1)
 
 
+def canvas_crop(maps: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crops (B, C, height, width) of canvas-aligned maps at per-sample offsets, zero outside the maps.
+
+    `maps` is (C, H, W), shared by the batch, or (B, C, H, W), one per sample. One gather: no host loop,
+    no synchronisation, and every sample of a crop depends only on its global position (seamless)."""
+    map_h, map_w = maps.shape[-2:]
+    rows = tops[:, None] + torch.arange(height, device=tops.device)
+    cols = lefts[:, None] + torch.arange(width, device=lefts.device)
+    valid = ((rows >= 0) & (rows < map_h))[:, :, None] & ((cols >= 0) & (cols < map_w))[:, None, :]
+    index = rows.clamp(0, map_h - 1)[:, :, None] * map_w + cols.clamp(0, map_w - 1)[:, None, :]
+    flat = maps.flatten(-2)
+    if flat.ndim == 2:
+        crops = flat[:, index].permute(1, 0, 2, 3)
+    else:
+        b, c = flat.shape[:2]
+        crops = flat.gather(2, index.reshape(b, 1, -1).expand(b, c, -1)).reshape(b, c, height, width)
+    return crops * valid[:, None].to(crops.dtype)
+
+
 class SynthesisLevel(nn.Module):
     """(up-sample) → two modulated 3x3 convs with noise → toRGB, all padding-free."""
 
@@ -109,6 +128,16 @@ class Generator(nn.Module):
         self.levels = nn.ModuleList(levels)
         periods = generator_periods(cfg.pe_channels, canvas_level0(*self.canvas, self.patch_size), cfg.pe_min_period)
         self.register_buffer("pe_periods", periods, persistent=False)
+        self.pe_map = None
+        if cfg.pe_learned:
+            h0, w0 = canvas_level0(*self.canvas, self.patch_size)
+            self.pe_map = nn.Parameter(torch.zeros(cfg.pe_channels, h0 + 2 * PE_MARGIN, w0 + 2 * PE_MARGIN))
+        self.layout_map = None
+        if cfg.layout_level is not None:
+            h0, w0 = canvas_level0(*self.canvas, self.patch_size)
+            maps = len(MODALITIES) if cfg.dual_style else 1
+            self.layout_map = nn.Parameter(torch.zeros(maps, cfg.out_channels, h0 << cfg.layout_level,
+                                                       w0 << cfg.layout_level))
         if mask is None:
             mask = torch.ones(self.canvas, dtype=torch.uint8)
         if tuple(mask.shape) != self.canvas:
@@ -137,6 +166,15 @@ class Generator(nn.Module):
         ]
 
     # --------------------------------------------------------------------------------------- synthesis
+    def _layout_crop(self, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor, height: int,
+                     width: int) -> torch.Tensor:
+        """The learned layout image of each sample's modality over its toRGB window at `cfg.layout_level`."""
+        lvl = self.cfg.layout_level
+        w_tops, h = level_window(tops, height, self.patch_size, lvl, OUT_MARGIN)
+        w_lefts, w = level_window(lefts, width, self.patch_size, lvl, OUT_MARGIN)
+        maps = self.layout_map[0] if modality is None else self.layout_map[modality]
+        return canvas_crop(maps, w_tops, w_lefts, h, w)
+
     def _run(
         self, ws: torch.Tensor, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor,
         height: int, width: int, noise: NoiseSource,
@@ -149,7 +187,9 @@ class Generator(nn.Module):
         (pe_tops, pe_h), (pe_lefts, pe_w) = (
             level_window(tops, height, p, 0, PE_MARGIN), level_window(lefts, width, p, 0, PE_MARGIN)
         )
-        x = generator_input(pe_tops, pe_lefts, pe_h, pe_w, self.pe_periods).to(ws.dtype)
+        x = generator_input(pe_tops, pe_lefts, pe_h, pe_w, self.pe_periods, self.cfg.pe_kind).to(ws.dtype)
+        if self.pe_map is not None:  # the map starts PE_MARGIN level-0 pixels before the canvas
+            x = x + canvas_crop(self.pe_map, pe_tops + PE_MARGIN, pe_lefts + PE_MARGIN, pe_h, pe_w).to(ws.dtype)
         embed = None if self.embeddings is None else self.embeddings[modality].to(ws.dtype)
         rgb = None
         for lvl, level in enumerate(self.levels):
@@ -161,18 +201,16 @@ class Generator(nn.Module):
                 n = noise.sample(2 * lvl + j, n_tops, n_lefts, n_h, n_w)
                 x = conv(x, ws[:, 2 * lvl + j], embed, n)
             y = level.torgb(x, ws[:, 2 * lvl + 2], embed)
+            if lvl == self.cfg.layout_level:
+                y = y + self._layout_crop(modality, tops, lefts, height, width).to(y.dtype)
             rgb = y if rgb is None else upsample2(rgb)[:, :, 2:-2, 2:-2] + y
         m = OUT_MARGIN
         return rgb[:, :, m:-m, m:-m]
 
     def mask_crops(self, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Mask crops (B, 1, h, w) at the given locations; zero outside the canvas. One gather, no host loop."""
-        canvas_h, canvas_w = self.canvas
-        rows = tops.to(self.mask.device)[:, None] + torch.arange(height, device=self.mask.device)
-        cols = lefts.to(self.mask.device)[:, None] + torch.arange(width, device=self.mask.device)
-        inside = ((rows >= 0) & (rows < canvas_h))[:, :, None] & ((cols >= 0) & (cols < canvas_w))[:, None, :]
-        crop = self.mask[rows.clamp(0, canvas_h - 1)[:, :, None], cols.clamp(0, canvas_w - 1)[:, None, :]]
-        return (crop.float() * inside)[:, None]
+        device = self.mask.device
+        return canvas_crop(self.mask[None].float(), tops.to(device), lefts.to(device), height, width)
 
     def forward(
         self, ws: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, noise_seeds: torch.Tensor | None = None,
