@@ -8,8 +8,10 @@ Two layers:
   set, KID between a random real subset and an equally sized random generated subset, 1000 times.
 - `evaluate(checkpoints, data, out, ...)`: reads the prepared dataset, samples every checkpoint, runs
   `evaluate_sets` on whole albedo maps (down-sampled) and on one albedo patch (default: the lips),
-  computes the radially averaged power spectra of real vs generated patches per modality, and writes
-  `kid_whole.{json,csv,png}`, `kid_patch.{json,csv,png}`, `spectra.{json,png}` and `summary.json`.
+  computes the radially averaged power spectra of real vs generated patches per modality and the
+  layout measure (where each model puts things, against the data), and writes
+  `kid_whole.{json,csv,png}`, `kid_patch.{json,csv,png}`, `spectra.{json,png}`, `layout.{json,png}`
+  and `summary.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from .config import MODALITIES, MODALITY_CHANNELS
 from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
+from .metrics.layout import layout_plot, layout_scores
 from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
 from .device import resolve_device
@@ -65,7 +68,7 @@ which is the layout of the synthetic data): the lips span rows ≈ 455–500 and
 RESULT_FILES = (
     "kid_whole.json", "kid_whole.csv", "kid_whole.png",
     "kid_patch.json", "kid_patch.csv", "kid_patch.png",
-    "spectra.json", "spectra.png", "summary.json",
+    "spectra.json", "spectra.png", "layout.json", "layout.png", "summary.json",
 )
 
 
@@ -241,9 +244,9 @@ def _split_modalities(stack: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_whole_albedo(store: Any, subject: int, canvas: tuple[int, int], factor: int,
-                       max_tile: int = 2048) -> np.ndarray:
-    """Full-resolution albedo of a subject, block-mean down-sampled by `factor`, read tile by tile.
+def _read_whole(store: Any, subject: int, canvas: tuple[int, int], factor: int,
+                max_tile: int = 2048) -> dict[str, np.ndarray]:
+    """Full-resolution maps of a subject, block-mean down-sampled by `factor`, read tile by tile.
 
     Uses `read_patch` (full resolution, masked) on square tiles whose side divides both canvas sides and
     is a multiple of `factor`, so the result is exactly the block mean of the stored map (the store's
@@ -256,13 +259,13 @@ def _read_whole_albedo(store: Any, subject: int, canvas: tuple[int, int], factor
         if g % k == 0 and (g // k) % factor == 0 and g // k <= max(max_tile, factor):
             tile = g // k
             break
-    out = np.empty((height // factor, width // factor, 3), np.float32)
+    out = {m: np.empty((height // factor, width // factor, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
     t = tile // factor
     for top in range(0, height, tile):
         for left in range(0, width, tile):
-            albedo = _split_modalities(store.read_patch(subject, top, left, tile))["albedo"]
             r, c = top // factor, left // factor
-            out[r : r + t, c : c + t] = area_downsample(albedo, factor)
+            for m, arr in _split_modalities(store.read_patch(subject, top, left, tile)).items():
+                out[m][r : r + t, c : c + t] = area_downsample(arr, factor)
     return out
 
 
@@ -340,9 +343,10 @@ def evaluate(
       the same function as for the generated maps; the patch is
       `patch`² (default: the checkpoint's patch size, else 512, clipped to the canvas) at `location`.
     - Generated sets: `count` samples per checkpoint (default: as many as real subjects), seeds
-      `seed, seed+1, ...`, truncation `truncation` (1 = none), the same down-sampling, the patch cropped
-      from the whole albedo (identical to region synthesis, the patches being seamless), specular and
-      displacement synthesised on the patch region only.
+      `seed, seed+1, ...`, truncation `truncation` (1 = none), every modality over the whole canvas with
+      the same down-sampling, the patches cropped from it (identical to region synthesis: seamless).
+    - Layout (`gantlitz.metrics.layout`): per-cell mean maps of each model against the data's, cells
+      wholly inside the down-sampled mask, the data's split-half value as the reference.
     - KID: `n_splits` splits of `subset_size` (default N // 2) per set, `seed` for the splits.
     - `features`: "local" (default, no download) or "inception" with `weights` (a local file); an
       `extractor` object overrides both.  `loader(path)` defaults to `gantlitz.generate.load`; `data`
@@ -374,7 +378,7 @@ def evaluate(
             gen_patch[name] = patches
     kw = dict(n_splits=n_splits, subset_size=subset_size, seed=seed, batch_size=batch_size, device=device,
               progress=progress)
-    whole_res = evaluate_sets(real_whole, gen_whole, extractor, **kw)
+    whole_res = evaluate_sets(real_whole["albedo"], {k: v["albedo"] for k, v in gen_whole.items()}, extractor, **kw)
     patch_res = evaluate_sets(real_patch["albedo"], {k: v["albedo"] for k, v in gen_patch.items()}, extractor, **kw)
 
     make_dirs(out)
@@ -386,15 +390,16 @@ def evaluate(
         "dataset": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
         "canvas": list(geo.canvas),
     }
-    _write_kid(out, whole_res, patch_res, common, sources, geo, location, n_splits, real_whole)
+    _write_kid(out, whole_res, patch_res, common, sources, geo, location, n_splits, real_whole["albedo"])
     _write_spectra(out, real_patch, gen_patch, geo)
+    layout = _write_layout(out, store, real_whole, {k: gen_whole[k] for k in gen_patch}, geo)
     stats = ("mean", "std", "median")
     summary = {**common, "n_real": len(store.subjects), "count": count, "n_splits": n_splits,
                "subset_size": whole_res["subset_size"], "seed": seed, "location": [geo.top, geo.left],
                "patch": geo.patch, "whole_size": [geo.wh, geo.ww],
                "whole": {k: {s: v[s] for s in stats} for k, v in whole_res["sets"].items()},
                "patch_kid": {k: {s: v[s] for s in stats} for k, v in patch_res["sets"].items()},
-               "files": list(RESULT_FILES)}
+               "layout": layout, "files": list(RESULT_FILES)}
     write_json(out / "summary.json", summary, overwrite=True)
     return summary
 
@@ -435,42 +440,42 @@ class _Geometry:
         return cls(canvas, patch, top, left, *whole_shape(canvas, whole_size))
 
 
-def _real_sets(store: Any, geo: _Geometry, progress: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every subject's down-sampled whole albedo and its patch of every modality."""
+def _real_sets(store: Any, geo: _Geometry, progress: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every subject's down-sampled whole maps and its patch, per modality."""
     n = len(store.subjects)
-    whole = np.empty((n, geo.wh, geo.ww, 3), np.float32)
+    whole = {m: np.empty((n, geo.wh, geo.ww, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
     patches = {m: np.empty((n, geo.patch, geo.patch, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
     for i in _tqdm(range(n), progress, desc="real", unit="subject"):
-        whole[i] = _read_whole_albedo(store, i, geo.canvas, geo.factor)
+        for m, arr in _read_whole(store, i, geo.canvas, geo.factor).items():
+            whole[m][i] = arr
         for m, arr in _split_modalities(store.read_patch(i, geo.top, geo.left, geo.patch)).items():
             patches[m][i] = arr
     return whole, patches
 
 
 def _generated_sets(name: str, model: Any, geo: _Geometry, seeds: list[int], truncation: float, progress: bool
-                    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """A model's down-sampled whole albedos and (on the data's canvas) its patches of every modality."""
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """A model's down-sampled whole maps and (on the data's canvas) its patches, per modality.
+
+    Whole albedo for KID on any canvas; all modalities whole (for the layout measure) and the patches
+    (cropped from the whole maps, identical to region synthesis) only on the data's canvas."""
     model_canvas = tuple(int(v) for v in getattr(model, "canvas", geo.canvas))
     same_canvas = model_canvas == geo.canvas
     if not same_canvas:
-        log.warning("%s: canvas %s differs from the data's %s: whole maps are resized, no patch KID",
+        log.warning("%s: canvas %s differs from the data's %s: whole albedo resized; no patch KID, no layout",
                     name, model_canvas, geo.canvas)
     p, top, left = geo.patch, geo.top, geo.left
-    whole = np.empty((len(seeds), geo.wh, geo.ww, 3), np.float32)
-    patches = {m: np.empty((len(seeds), p, p, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
+    modalities = MODALITIES if same_canvas else ("albedo",)
+    whole = {m: np.empty((len(seeds), geo.wh, geo.ww, MODALITY_CHANNELS[m]), np.float32) for m in modalities}
+    patches = {m: np.empty((len(seeds), p, p, MODALITY_CHANNELS[m]), np.float32) for m in modalities}
     for j, s in enumerate(_tqdm(seeds, progress, desc=f"sample {name}", unit="sample")):
-        albedo = np.asarray(model.sample(s, modalities=("albedo",), truncation=truncation)["albedo"], np.float32)
-        if albedo.shape[:2] != model_canvas:
-            raise InputError(f"{name}: sample of shape {albedo.shape} does not cover the canvas {model_canvas}")
-        whole[j] = area_downsample(albedo, geo.factor) if same_canvas else resize(albedo, geo.wh, geo.ww)
-        if same_canvas:
-            patches["albedo"][j] = albedo[top : top + p, left : left + p]
-            rest = model.sample(s, modalities=("specular", "displacement"), truncation=truncation,
-                                region=(top, left, p, p))
-            for m in ("specular", "displacement"):
-                patches[m][j] = np.asarray(rest[m], np.float32).reshape(p, p, -1)[:, :, : MODALITY_CHANNELS[m]]
-    clipped = {m: np.clip(v, 0.0, 1.0) for m, v in patches.items()} if same_canvas else None
-    return np.clip(whole, 0.0, 1.0), clipped
+        maps = model.sample(s, modalities=modalities, truncation=truncation)
+        for m in modalities:
+            arr = np.asarray(maps[m], np.float32).reshape(*model_canvas, -1)[:, :, : MODALITY_CHANNELS[m]]
+            whole[m][j] = area_downsample(arr, geo.factor) if same_canvas else resize(arr, geo.wh, geo.ww)
+            patches[m][j] = arr[top : top + p, left : left + p] if same_canvas else 0.0
+    whole = {m: np.clip(v, 0.0, 1.0) for m, v in whole.items()}
+    return whole, ({m: np.clip(v, 0.0, 1.0) for m, v in patches.items()} if same_canvas else None)
 
 
 def _write_kid(out: Path, whole_res: Mapping[str, Any], patch_res: Mapping[str, Any], common: Mapping[str, Any],
@@ -512,3 +517,15 @@ def _write_spectra(out: Path, real_patch: Mapping[str, np.ndarray], gen_patch: M
         "modalities": {m: {name: {"freqs": f.tolist(), "power": p.tolist()} for name, (f, p) in sets.items()}
                        for m, sets in spectra.items()},
     }, overwrite=True)
+
+
+def _write_layout(out: Path, store: Any, real_whole: Mapping[str, np.ndarray],
+                  gen_whole: Mapping[str, Mapping[str, np.ndarray]], geo: _Geometry) -> dict[str, Any]:
+    """layout.{json,png}: per-location agreement of each model's mean maps with the data's (cells wholly
+    inside the mask of the down-sampled canvas), with the data's split-half value as the reference."""
+    mask = area_downsample(np.asarray(store.mask, np.float32)[:, :, None], geo.factor)[:, :, 0] >= 1.0 - 1e-6
+    scores = {name: layout_scores(real_whole, maps, mask) for name, maps in gen_whole.items()}
+    layout_plot(real_whole, gen_whole, mask, out / "layout.png", scores)
+    write_json(out / "layout.json", {"size": [geo.wh, geo.ww], "factor": geo.factor, "models": scores},
+               overwrite=True)
+    return scores

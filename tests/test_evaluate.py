@@ -42,6 +42,7 @@ class FakeStore:
         self.subjects = [f"subject{i:03d}" for i in range(n)]
         self.manifest = manifest or {}
         self._tex = [_texture(1000 + i) * 2 - 1 for i in range(n)]
+        self.mask = np.ones(CANVAS, np.uint8)
 
     def read_patch(self, subject, top, left, size):
         return np.transpose(self._tex[subject][top : top + size, left : left + size], (2, 0, 1)).copy()
@@ -130,9 +131,11 @@ def test_resolve_location_lips_and_overrides():
     assert ev.whole_shape((64, 96), 48) == (32, 48, 2)
     # Real whole maps: full-resolution tiles, block mean (not the store's resampled preview).
     store = FakeStore(2)
-    whole = ev._read_whole_albedo(store, 1, CANVAS, 2, max_tile=16)
-    full = store._tex[1][:, :, :3] * 0.5 + 0.5
-    np.testing.assert_allclose(whole, full.reshape(32, 2, 48, 2, 3).mean(axis=(1, 3)), atol=1e-6)
+    whole = ev._read_whole(store, 1, CANVAS, 2, max_tile=16)
+    full = store._tex[1] * 0.5 + 0.5
+    np.testing.assert_allclose(whole["albedo"], full[:, :, :3].reshape(32, 2, 48, 2, 3).mean(axis=(1, 3)), atol=1e-6)
+    np.testing.assert_allclose(whole["displacement"], full[:, :, 4:].reshape(32, 2, 48, 2, 1).mean(axis=(1, 3)),
+                               atol=1e-6)
     assert ev.checkpoint_labels(["a/x.safetensors", "b/y.safetensors"]) == ["x", "y"]
     assert ev.checkpoint_labels(["a/latest.safetensors", "b/latest.safetensors"]) == ["a/latest", "b/latest"]
 
@@ -177,16 +180,22 @@ def test_evaluate_writes_results_figures_and_is_deterministic(tmp_path):
     blur_hi = np.array(spectra["displacement"]["blurry"]["power"])[:, -4:].mean()
     assert blur_hi < 0.2 * real_hi  # the blurry model lacks high frequencies
 
-    for name in ("kid_whole.png", "kid_patch.png", "spectra.png"):
+    layout = json.loads((out / "layout.json").read_text())["models"]
+    assert set(layout) == {"good", "tinted", "blurry"} == set(summary["layout"])
+    for scores in layout.values():
+        assert set(scores) == {"albedo", "specular", "displacement"}
+        for s in scores.values():
+            assert -1 <= s["mean_corr"] <= 1 and s["fake_count"] == 12 and s["real_count"] == 12
+
+    for name in ("kid_whole.png", "kid_patch.png", "spectra.png", "layout.png"):
         img = np.asarray(Image.open(out / name).convert("L"), dtype=np.float64)
         assert (out / name).stat().st_size > 10_000 and img.std() > 10, name
 
     # The same call again (overwrite) gives identical numbers.
     _run(tmp_path, out, overwrite=True)
     assert json.loads((out / "kid_whole.json").read_text())["sets"] == whole["sets"]
-    # Generated patches: specular/displacement synthesised on the region only.
-    regions = {c[2] for c in MODELS["good.ckpt"].calls if c[1] == ("specular", "displacement")}
-    assert regions == {(16, 32, PATCH, PATCH)}
+    # Generated maps: every modality over the whole canvas (layout needs them; patches are crops of them).
+    assert {(c[1], c[2]) for c in MODELS["good.ckpt"].calls} == {(("albedo", "specular", "displacement"), None)}
 
 
 def test_evaluate_refuses_overwrite_and_reports_missing(tmp_path):

@@ -75,8 +75,9 @@ def test_grid_keeps_only_cells_inside_and_rejects_bad_sizes():
     grid = layout_grid(mask, cells=32)  # 4-pixel cells; the column of cells cut by x=17 is outside
     assert grid.cell == 4 and grid.inside.shape == (16, 32)
     assert grid.inside.sum() == 12 * 23 == cell_means(np.ones((1, 64, 128, 1)), grid).shape[1]
-    with pytest.raises(ValueError, match="not divided"):
-        layout_grid(np.ones((64, 100), bool), cells=32)
+    assert layout_grid(np.ones((4096, 6144), bool)).cell == 128  # 48 x 32 cells
+    with pytest.raises(ValueError, match="can not be divided"):
+        layout_grid(np.ones((64, 96), bool), cells=200)
     with pytest.raises(ValueError, match="inside the mask"):
         layout_grid(np.zeros((64, 64), bool), cells=32)
     assert correlation(np.ones((5, 1)), np.arange(5.0)[:, None]) == 0.0

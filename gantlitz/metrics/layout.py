@@ -23,6 +23,7 @@ construction).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -41,14 +42,17 @@ class LayoutGrid:
 
 
 def layout_grid(mask: np.ndarray, cells: int = 32) -> LayoutGrid:
-    """`cells` square cells along the long side of the canvas (the cell side divides both sides)."""
+    """At least `cells` square cells along the long side: the largest cell side that divides both sides
+    (32 gives 8-pixel cells on 256x256 and 128-pixel cells, 48x32 of them, on 6144x4096)."""
     mask = np.asarray(mask) > 0
     h, w = mask.shape
     if cells < 2:
         raise ValueError(f"cells must be >= 2, got {cells}")
-    cell = max(h, w) // cells
-    if cell < 1 or h % cell or w % cell:
-        raise ValueError(f"a {w}x{h} canvas is not divided into {cells} cells along its long side")
+    common = math.gcd(h, w)
+    sides = [c for c in range(1, common + 1) if common % c == 0 and max(h, w) // c >= cells]
+    if not sides:
+        raise ValueError(f"a {w}x{h} canvas can not be divided into {cells} square cells along its long side")
+    cell = sides[-1]
     blocks = mask.reshape(h // cell, cell, w // cell, cell)
     inside = blocks.all(axis=(1, 3))
     if inside.sum() < 3:
