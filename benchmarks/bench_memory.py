@@ -70,7 +70,8 @@ def main() -> None:
 
     source = Path(args.source).resolve() if args.source else HERE.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    rev = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    rev = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty"], capture_output=True, text=True,
+                         check=False)
     label = rev.stdout.strip() or str(source)
     command = shlex.join(["python", "benchmarks/bench_memory.py", *sys.argv[1:]])
     print("| date | machine | source | preset | batch × modalities | precision | step s | after build GB | peak GB | command |")
@@ -82,7 +83,7 @@ def main() -> None:
         cmd += ["--threads", str(args.threads)] if args.threads else []
         for item in args.set:
             cmd += ["--set", item]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=source)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=source, check=False)
         if proc.returncode != 0:
             print(f"| {precision}: failed | {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode} |")
             continue
