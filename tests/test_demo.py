@@ -15,7 +15,8 @@ def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--device", "cpu"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    for stage in ("[1/4] synth", "[2/4] prepare", "[3/4] train", "[4/4] generate", "tensorboard --logdir"):
+    for stage in ("[1/5] synth", "[2/5] prepare", "[3/5] train", "[4/5] generate", "[5/5] measure",
+                  "tensorboard --logdir"):
         assert stage in result.output
     assert (out / "run" / "model.safetensors").exists()
     assert (out / "samples" / "contact.png").exists()
@@ -23,8 +24,28 @@ def test_demo_quick_end_to_end(tmp_path):
         for name in ("albedo", "specular", "displacement", "normal", "contact"):
             assert (out / "samples" / f"seed{seed:04d}" / f"{name}.png").exists()
     summary = (out / "SUMMARY.md").read_text()
-    assert "contact.png" in summary and "tensorboard" in summary
-    # A second run reuses the synthetic data and the prepared store, and trains again.
+    assert "all stages reused" not in summary
+    assert "contact.png" in summary and "tensorboard" in summary and "| displacement |" in summary
+    for name in ("layout.png", "layout.json", "kid_whole.png", "spectra.png"):
+        assert (out / "eval" / name).exists()
+    # A second run reuses every stage: nothing is retrained, regenerated or deleted.
+    model = out / "run" / "model.safetensors"
+    before = (model.read_bytes(), model.stat().st_mtime_ns, (out / "samples" / "contact.png").stat().st_mtime_ns)
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--device", "cpu"])
     assert again.exit_code == 0, again.output
-    assert "synth: reusing" in again.output and "prepare: reusing" in again.output
+    for stage in ("synth", "prepare", "train", "generate", "measure"):
+        assert f"{stage}: reusing" in again.output, stage
+    assert before == (model.read_bytes(), model.stat().st_mtime_ns,
+                      (out / "samples" / "contact.png").stat().st_mtime_ns)
+    assert "all stages reused" in (out / "SUMMARY.md").read_text()
+
+
+def test_demo_overwrite_trains_again(tmp_path):
+    out = tmp_path / "demo"
+    first = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    (out / "run" / "model.safetensors").write_bytes(b"stale")  # what --overwrite must replace
+    again = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--device", "cpu", "--overwrite"])
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert "train: reusing" not in again.output
+    assert (out / "run" / "model.safetensors").read_bytes() != b"stale"

@@ -255,3 +255,18 @@ def test_figures_exist_and_are_non_trivial(tmp_path):
     sp = spectra_plot(spectra, tmp_path / "sub" / "spectra.png")
     size, std = _image_stats(sp)
     assert size > 10_000 and std > 10
+
+
+def test_peak_excess_detects_a_lattice_not_texture_without_a_period():
+    from gantlitz.metrics.spectra import peak_excess, power_spectrum_2d
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(4, 64, 64, 1))
+    yy, xx = np.mgrid[:64, :64]
+    plaid = noise * 0.2 + (np.sin(2 * np.pi * yy / 16) * np.sin(2 * np.pi * xx / 8) + np.sin(2 * np.pi * xx / 16))[
+        None, :, :, None]
+    flat = peak_excess(power_spectrum_2d(noise))
+    lattice = peak_excess(power_spectrum_2d(plaid))
+    assert flat < 1.0
+    assert lattice > flat + 1.5
+    assert power_spectrum_2d(noise).shape == (64, 64)

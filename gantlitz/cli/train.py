@@ -91,23 +91,28 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("gantlitz-demo"),
               show_default=True, help="Folder for everything the demo makes.")
-@click.option("--minutes", type=Finite(), default=5.0, show_default=True, help="Training wall time.")
+@click.option("--minutes", type=Finite(), default=7.0, show_default=True, help="Training wall time.")
 @click.option("--subjects", type=click.IntRange(min=4), default=24, show_default=True,
               help="Synthetic identities to train on.")
 @click.option("--size", type=click.Choice(["128", "256", "512"]), default="256", show_default=True,
               help="Synthetic canvas side (pixels).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Stop training after this many steps.")
-@click.option("--seeds", type=click.IntRange(min=1), default=4, show_default=True, help="Textures to generate.")
-@click.option("--quick", is_flag=True, help="A one-minute smoke run: 6 subjects at 128x128, a few steps.")
+@click.option("--seeds", type=click.IntRange(min=8), default=8, show_default=True,
+              help="Textures to generate (at least 8: the layout measure averages them).")
+@click.option("--quick", is_flag=True, help="A one-minute smoke run: 6 subjects at 128x128, a few steps, 4 seeds.")
 @click.option("--device", default=None, help="cpu or cuda (default: the GPU if any).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of torch (default on CPU: 1, the fastest for the tiny model here).")
-@click.option("--overwrite", is_flag=True, help="Replace the contents of --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Make every stage again (data, store, model, samples, measures) instead of reusing it.")
 def demo_cmd(out: Path, minutes: float, subjects: int, size: str, steps: int | None, seeds: int, quick: bool,
              device: str | None, threads: int | None, overwrite: bool) -> None:
-    """Synthesise a dataset, prepare it, train `tiny` for a few minutes, generate textures.
+    """Synthesise a dataset, prepare it, train `tiny` for a few minutes, generate textures, measure them.
 
-    Needs nothing but the installed package; every stage shows its progress.
+    Needs nothing but the installed package; every stage shows its progress. Run again into the same
+    --out, it reuses what exists: OUT/raw (synthetic scans), OUT/data (prepared store), OUT/run (the
+    trained model; a run stopped before its model was written is resumed), OUT/samples and OUT/eval.
+    Nothing is deleted or retrained without --overwrite. OUT/SUMMARY.md lists the results.
     """
     from ..demo import DemoError, run_demo
 
