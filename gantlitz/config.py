@@ -180,6 +180,9 @@ class TrainConfig:
     workers: int = 2
     keep_checkpoints: int = 3
     """Checkpoints kept in RUN/checkpoints (older ones are deleted after each save)."""
+    g_chunks: int = 1
+    """The G step runs in this many chunks of whole location groups, gradients accumulated: G's autograd
+    graph (the largest memory item of a step) shrinks by the same factor, at the cost of smaller passes."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -68,3 +68,16 @@ def test_training_steps_never_synchronise(precision, dropout):
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(v).all() for out in outputs for v in out.values())
     assert "loss/R1" in outputs[2] and trainer.ada.adjustments == 2
+
+
+def test_g_step_in_chunks_gives_the_unchunked_update(one_thread):
+    """Chunks of whole location groups, gradients accumulated, make the same G update as one pass."""
+    whole, chunked = _trainer(), _trainer(**{"train.g_chunks": 2})
+    batch = _batch(whole)
+    out_whole, out_chunked = whole.step(0, *batch), chunked.step(0, *batch)
+    torch.testing.assert_close(out_chunked["loss/G"], out_whole["loss/G"])
+    for a, b in zip(whole.G.parameters(), chunked.G.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(whole.G.mapper.w_avg, chunked.G.mapper.w_avg)
+    with pytest.raises(ValueError, match="g_chunks"):
+        _trainer(**{"train.g_chunks": 3})

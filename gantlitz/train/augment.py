@@ -211,6 +211,10 @@ class AugmentDraw(NamedTuple):
     normal: torch.Tensor
     noise: torch.Tensor | None
 
+    def rows(self, index: slice) -> "AugmentDraw":
+        """The random numbers of some samples (a chunk of the batch gets what the whole batch would)."""
+        return AugmentDraw(self.uniform[index], self.normal[index], None if self.noise is None else self.noise[index])
+
 
 class Augment(nn.Module):
     """Discriminator augmentation of (B, 5, P, P) network-space patches; see the module docstring.
@@ -314,13 +318,14 @@ class Augment(nn.Module):
                 x = select(fires(10, p), x * keep, x)
         return x.to(images.dtype)
 
-    def forward(self, images: torch.Tensor, p: float | torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, p: float | torch.Tensor, generator: torch.Generator | None = None,
+                draw: AugmentDraw | None = None) -> torch.Tensor:
+        """`draw` (e.g. rows of a whole batch's draw) replaces drawing from `generator`."""
         if not self.cfg.enabled:
             return images
         if images.ndim != 4:
             raise ValueError(f"expected (B, C, H, W), got {tuple(images.shape)}")
-        return self.apply(images, self.draw(images, generator), p)
+        return self.apply(images, self.draw(images, generator) if draw is None else draw, p)
 
 
 # ----------------------------------------------------------------------------------------------------

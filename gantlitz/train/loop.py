@@ -281,6 +281,11 @@ class Trainer:
         # One generator per purpose on the training device, re-seeded every step: no per-call generators,
         # no random numbers copied from host memory.
         self._generators: dict[int, torch.Generator] = {}
+        groups = cfg.batch // self.mbstd_group
+        if cfg.g_chunks < 1 or groups % cfg.g_chunks:
+            raise ValueError(f"train.g_chunks={cfg.g_chunks} must divide the batch's {groups} location groups")
+        rows = cfg.batch // cfg.g_chunks
+        self.g_chunks = [slice(i * rows, (i + 1) * rows) for i in range(cfg.g_chunks)]
         self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
         # torch.compile: the main G and D passes; R1 (double backward) runs the eager D.
         if cfg.compile:
@@ -327,15 +332,16 @@ class Trainer:
             group["lr"] = lr * self.d_lr_ratio
         return lr
 
-    def fakes(self, step: int, tops: torch.Tensor, lefts: torch.Tensor, *, update_w_avg: bool) -> torch.Tensor:
-        """The step's fake batch at the real batch's locations; the same values at every call for a step."""
+    def fakes(self, step: int, tops: torch.Tensor, lefts: torch.Tensor, *, update_w_avg: bool,
+              rows: slice = slice(None)) -> torch.Tensor:
+        """The step's fakes at the real batch's locations (`rows` of them): the same values at every call."""
         b = tops.shape[0]
         ws, seeds = self.latents(step, b, update_w_avg=update_w_avg)
         keep, kept = None, None
         if self.modalities_per_sample < len(MODALITIES):  # modality dropout
-            keep, kept = sample_modality_keep(b, self._gen(step, _KEEP_FAKE)), self.modalities_per_sample
+            keep, kept = sample_modality_keep(b, self._gen(step, _KEEP_FAKE))[rows], self.modalities_per_sample
         with self._autocast():
-            return self.G_fwd(ws, tops, lefts, seeds, keep=keep, kept=kept)
+            return self.G_fwd(ws[rows], tops[rows], lefts[rows], seeds[rows], keep=keep, kept=kept)
 
     def step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> dict[str, torch.Tensor]:
         """One training step (D step on fakes made without a graph, lazy R1 step, G step on a second G pass,
@@ -392,12 +398,18 @@ class Trainer:
         # --- generator: non-saturating loss through the frozen D, on a second G pass ----------------
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
-        fake = self.fakes(step, tops, lefts, update_w_avg=True)
-        with self._autocast():
-            g_logits = self.D_fwd(self.augment(fake, p, self._gen(step, _AUG_G)), tops, lefts, group).float()
-        loss_g = losses.g_nonsaturating(g_logits)
         self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
+        draw = self.augment.draw(real, self._gen(step, _AUG_G))  # the whole batch's, whatever the chunks
+        loss_g = torch.zeros((), device=self.device)
+        for rows in self.g_chunks:  # each chunk's mean loss weighted by its share: the batch mean's gradient
+            fake = self.fakes(step, tops, lefts, update_w_avg=rows.start == 0, rows=rows)
+            with self._autocast():
+                g_logits = self.D_fwd(self.augment(fake, p, draw=draw.rows(rows)), tops[rows], lefts[rows],
+                                      group).float()
+            loss = losses.g_nonsaturating(g_logits) * (g_logits.shape[0] / b)
+            loss.backward()
+            loss_g += loss.detach()
+            del fake, g_logits, loss
         distributed.all_reduce_grads(self.G.parameters())
         self.opt_G.step()
         if self.world_size > 1:  # w_avg follows each rank's latents: keep the ranks identical
