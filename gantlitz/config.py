@@ -72,6 +72,10 @@ class ModelConfig:
     disc_pos_inject: DiscPosInject = "input"
     """Where D receives the location: as input channels (the paper), as a projection of the patch
     centre's encoding onto D's last features (conditional-GAN projection), or both."""
+    disc_locate: bool = False
+    """D gets a second head that regresses the patch's canvas location from its content (trained on
+    reals); G is then penalised when D places a fake elsewhere (`TrainConfig.locate_weight`). A dense,
+    direct "this belongs there" signal, which the location inputs alone leave to D's discretion."""
     disc_pos_scale: float = 0.1
     """Amplitude of D's location channels. At 1 the 20 unit sinusoids carry most of the first layer's
     input variance and D stays at chance (loss 2·ln 2) while G trains; at 0.1 D separates real from fake
@@ -165,6 +169,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     warmup_steps: int = 2000
     r1_gamma: float = 2.0
+    locate_weight: float = 1.0
+    """Weight of the location-regression loss for D (reals) and G (fakes) when D has the head
+    (`ModelConfig.disc_locate`): mean squared error of the predicted patch centre in [-1, 1] canvas units."""
     r1_interval: int = 16
     ema_decay: float = 0.999
     ema_rampup: float | None = None

@@ -59,13 +59,17 @@ class Discriminator(nn.Module):
         self.out = EqualLinear(last, 1)
         # Projection conditioning: logit += <features, embed(location)> / sqrt(C). D must then explain a
         # patch *given* where it is, which input channels at a small amplitude do not force.
+        self.locate = EqualLinear(last, 2) if cfg.disc_locate else None
         self.pos_embed = None
         if pos_ch > 0 and cfg.disc_pos_inject in ("project", "both"):
             self.pos_embed = nn.Sequential(EqualLinear(pos_ch, last, activate=True), EqualLinear(last, last))
 
     def forward(
-        self, images: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, group_size: int = 1
-    ) -> torch.Tensor:
+        self, images: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, group_size: int = 1,
+        *, locate: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,); with `locate` also the predicted patch centres (B, 2) = (row, column) in [-1, 1]
+        canvas units (needs `cfg.disc_locate`)."""
         size = images.shape[-1]
         if images.shape[1] != DATA_CHANNELS or images.shape[-2] != size or size != self.cfg.patch_size:
             raise ValueError(
@@ -87,4 +91,8 @@ class Discriminator(nn.Module):
         if self.pos_embed is not None:
             centre = disc_centre(cfg.disc_pos, tops, lefts, size, self.canvas, cfg.disc_pos_periods)
             logits = logits + (x * self.pos_embed(centre)).sum(1) / math.sqrt(x.shape[1])
+        if locate:
+            if self.locate is None:
+                raise ValueError("this discriminator has no location head (ModelConfig.disc_locate)")
+            return logits, self.locate(x)
         return logits

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -293,6 +294,11 @@ class Trainer:
             self.D_fwd = torch.compile(self.D)
         else:
             self.G_fwd, self.D_fwd = self.G, self.D
+        # location-consistency loss when D has a location head (ModelConfig.disc_locate)
+        self.locate_kw = {"locate": True} if self.D.locate is not None else {}
+        model = preset.model
+        self.location_loss = functools.partial(losses.location_loss, patch=model.patch_size,
+                                               canvas=(model.canvas_height, model.canvas_width))
 
     # ---------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -370,10 +376,14 @@ class Trainer:
         g_aug = self._gen(step, _AUG_D)
         with self._autocast():
             both = torch.cat([self.augment(fake, p, g_aug), self.augment(real, p, g_aug)])
-            logits = self.D_fwd(both, torch.cat([tops, tops]), torch.cat([lefts, lefts]), group)
+            logits = self.D_fwd(both, torch.cat([tops, tops]), torch.cat([lefts, lefts]), group,
+                                **self.locate_kw)
         del fake, both
+        logits, where = logits if self.locate_kw else (logits, None)
         fake_logits, real_logits = logits[:b].float(), logits[b:].float()
         loss_d = losses.d_logistic(real_logits, fake_logits)
+        if where is not None:  # D learns where real patches belong
+            loss_d = loss_d + cfg.locate_weight * self.location_loss(where[b:], tops, lefts)
         self.opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         distributed.all_reduce_grads(self.D.parameters())
@@ -405,8 +415,13 @@ class Trainer:
             fake = self.fakes(step, tops, lefts, update_w_avg=rows.start == 0, rows=rows)
             with self._autocast():
                 g_logits = self.D_fwd(self.augment(fake, p, draw=draw.rows(rows)), tops[rows], lefts[rows],
-                                      group).float()
-            loss = losses.g_nonsaturating(g_logits) * (g_logits.shape[0] / b)
+                                      group, **self.locate_kw)
+            g_logits, where = g_logits if self.locate_kw else (g_logits, None)
+            g_logits = g_logits.float()
+            loss = losses.g_nonsaturating(g_logits)
+            if where is not None:  # G is told where D would place its patch
+                loss = loss + cfg.locate_weight * self.location_loss(where, tops[rows], lefts[rows])
+            loss = loss * (g_logits.shape[0] / b)
             loss.backward()
             loss_g += loss.detach()
             del fake, g_logits, loss

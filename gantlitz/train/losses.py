@@ -111,3 +111,12 @@ def check_finite(values: dict[str, float]) -> str | None:
         if not math.isfinite(value):
             return f"{name}={value}"
     return None
+
+
+def location_loss(predicted: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, patch: int,
+                  canvas: tuple[int, int]) -> torch.Tensor:
+    """Mean squared error between predicted patch centres (B, 2) and the true ones, in [-1, 1] canvas
+    units (row, column): the location-consistency loss of a D with a location head."""
+    rows = (tops.float() + patch / 2) / canvas[0] * 2 - 1
+    cols = (lefts.float() + patch / 2) / canvas[1] * 2 - 1
+    return (predicted.float() - torch.stack([rows, cols], dim=1)).square().sum(1).mean()
