@@ -26,6 +26,7 @@ from gantlitz.evaluate import REAL, evaluate_sets, resolve_location
 from gantlitz.generate import load
 from gantlitz.metrics.features import LocalFeatures
 from gantlitz.metrics.layout import layout_plot, layout_scores
+from gantlitz.metrics.spectra import peak_excess, power_spectrum_2d
 from gantlitz.train.loop import train
 
 MODALITIES = ("albedo", "specular", "displacement")
@@ -56,6 +57,8 @@ def measure(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], mask: np.n
     lips = evaluate_sets(crop(real["albedo"]), {"gen": crop(fake["albedo"])}, extractor, splits, subset)
     return {
         "layout": scores,
+        "peak_excess": {m: {"real": peak_excess(power_spectrum_2d(real[m])),
+                            "generated": peak_excess(power_spectrum_2d(fake[m]))} for m in MODALITIES},
         "kid_whole": whole["sets"]["gen"]["mean"], "kid_whole_real": whole["sets"][REAL]["mean"],
         "kid_patch": lips["sets"]["gen"]["mean"], "kid_patch_real": lips["sets"][REAL]["mean"],
     }
