@@ -42,8 +42,8 @@ _PRESETS: dict[str, Preset] = {
         _ablation("adaptive-freq", "GANtlitz-S with the mid-band filter at the adaptive p", adaptive_freq=True),
         _ablation(
             "small-no-drop",
-            "GANtlitz-S without modality dropout; last G level and first two D layers halved once more",
-            model=dataclasses.replace(_S_MODEL, g_halve_last=(1, 2), d_halve_first=(2, 2)),
+            "GANtlitz-S without modality dropout; last G level halved once more, first two D layers halved",
+            model=dataclasses.replace(_S_MODEL, g_halve_last=(1, 2), d_halve_first=(1, 1)),
             modality_dropout=False,
         ),
         _ablation("no-pos-disc", "GANtlitz-S without positional channels in D",
