@@ -1,8 +1,8 @@
 """Data: synthetic scans (`synth`), preparation into a patch store (`prepare`), reading (`store`) and
 training-batch sampling (`sampling`).  See docs/data.md."""
 
-from .prepare import PrepareError
-from .prepare import prepare as prepare_dataset  # the module `gantlitz.data.prepare` keeps its name
+from typing import Any
+
 from .sampling import (
     GroupedBatchSampler,
     PatchDataset,
@@ -12,7 +12,6 @@ from .sampling import (
     training_locations,
 )
 from .store import PatchStore, StoreError
-from .synth import synthesize_dataset
 
 __all__ = [
     "PatchStore",
@@ -27,3 +26,17 @@ __all__ = [
     "patch_loader",
     "raw_to_network",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`prepare` and `synth` read and write image files: importing them (and OpenImageIO) waits until
+    they are used, so training and generation never load the image libraries."""
+    if name in ("PrepareError", "prepare_dataset"):
+        from .prepare import PrepareError, prepare
+
+        return {"PrepareError": PrepareError, "prepare_dataset": prepare}[name]
+    if name == "synthesize_dataset":
+        from .synth import synthesize_dataset
+
+        return synthesize_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
