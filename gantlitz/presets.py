@@ -24,6 +24,9 @@ def _ablation(name: str, description: str, model: ModelConfig = _S_MODEL, **augm
 _TINY_MODEL = ModelConfig(
     canvas_height=256, canvas_width=256, patch_size=64, z_dim=64, w_dim=64, embed_dim=64,
     pe_channels=64, channel_base=1024, channel_max=64, d_channel_base=1024, d_channel_max=64,
+    # measured at the demo's budget (docs/training.md, "Learning the layout"): location by projection in
+    # D, a learned input map in G and D's location head give the first layout and the best KID
+    disc_pos_inject="project", pe_learned=True, disc_locate=True,
 )
 _TINY_TRAIN = TrainConfig(
     batch=4, group_size=2, warmup_steps=100, r1_interval=4, ema_rampup=0.05, steps=2000, checkpoint_every=200,

@@ -181,8 +181,9 @@ def test_augment_p_rises_when_d_always_wins(prepared_store, tmp_path, monkeypatc
     """In the loop: a discriminator that always scores reals positive drives p up."""
     real_forward = networks.Discriminator.forward
 
-    def confident(self, images, tops, lefts, group_size=1):
-        return real_forward(self, images, tops, lefts, group_size) * 0 + 5.0
+    def confident(self, images, tops, lefts, group_size=1, **kw):
+        out = real_forward(self, images, tops, lefts, group_size, **kw)
+        return (out[0] * 0 + 5.0, out[1]) if isinstance(out, tuple) else out * 0 + 5.0
 
     monkeypatch.setattr(networks.Discriminator, "forward", confident)
     overrides = {**FAST, "train.augment.ada_kimg": 0.01, "train.augment.ada_interval": 1}

@@ -91,7 +91,7 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("gantlitz-demo"),
               show_default=True, help="Folder for everything the demo makes.")
-@click.option("--minutes", type=Finite(), default=7.0, show_default=True, help="Training wall time.")
+@click.option("--minutes", type=Finite(), default=8.0, show_default=True, help="Training wall time.")
 @click.option("--subjects", type=click.IntRange(min=4), default=24, show_default=True,
               help="Synthetic identities to train on.")
 @click.option("--size", type=click.Choice(["128", "256", "512"]), default="256", show_default=True,
@@ -102,7 +102,7 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
 @click.option("--quick", is_flag=True, help="A one-minute smoke run: 6 subjects at 128x128, a few steps, 4 seeds.")
 @click.option("--device", default=None, help="cpu or cuda (default: the GPU if any).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads of torch (default on CPU: 1, the fastest for the tiny model here).")
+              help="CPU threads of torch (default: one per core).")
 @click.option("--overwrite", is_flag=True,
               help="Make every stage again (data, store, model, samples, measures) instead of reusing it.")
 def demo_cmd(out: Path, minutes: float, subjects: int, size: str, steps: int | None, seeds: int, quick: bool,

@@ -264,16 +264,6 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float, aniso
     return out / std if std > 0 else out
 
 
-def _srgb(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0, 1)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
-
-
-def _linear(srgb: np.ndarray) -> np.ndarray:
-    x = np.clip(srgb, 0, 1)
-    return np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4)).astype(np.float32)
-
-
 # Absorption of melanin, haemoglobin and carotene per linear RGB channel (shapes of the real spectra).
 _MELANIN = np.array([1.0, 1.35, 1.75], np.float32)
 _HAEMO = np.array([0.04, 0.42, 0.30], np.float32)
@@ -331,9 +321,9 @@ def synthesize_subject(layout: HeadLayout, seed: int, subject: int) -> dict[str,
     skin_lin = base * np.exp(-absorb)
     skin_lin *= (1.0 - 0.3 * np.clip(pores, 0, 1) - 0.25 * wrinkles)[..., None]
     skin_lin *= np.power(layout.shading, 1.5)[..., None]
-    hair_lin = _linear(np.asarray(p.hair_colour, np.float32))
+    hair_lin = maps.srgb_to_linear(np.asarray(p.hair_colour, np.float32))
     alb_lin = skin_lin * (1 - hair[..., None]) + hair_lin * hair[..., None]
-    albedo = _srgb(alb_lin) * m[..., None]
+    albedo = maps.linear_to_srgb(alb_lin) * m[..., None]
 
     # --- specular ---------------------------------------------------------------------------------
     spec = 0.32 * p.oiliness * np.clip(layout.oiliness, 0.2, 2.0)

@@ -369,7 +369,25 @@ class Trainer:
         if self.modalities_per_sample < len(MODALITIES):
             real = drop_modalities(real, sample_modality_keep(b, self._gen(step, _KEEP_REAL)))
 
-        # --- discriminator: logistic loss on fakes and reals in one pass --------------------------
+        loss_d, real_logits, fake_logits = self._d_step(step, real, tops, lefts, p, group)
+        loss_r1 = self._r1_step(step, real, tops, lefts, p, group)
+        loss_g = self._g_step(step, real, tops, lefts, p, group)
+        losses.ema_update(self.G_ema, self.G, losses.ema_beta(step, cfg.ema_decay, cfg.ema_rampup))
+        out = {
+            "loss/G": loss_g,
+            "loss/D": loss_d.detach(),
+            "D/real": real_logits.detach().mean(),
+            "D/fake": fake_logits.detach().mean(),
+        }
+        if loss_r1 is not None:
+            out["loss/R1"] = loss_r1.detach() / max(self.r1_interval or 1, 1)
+        return out
+
+    def _d_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
+                group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logistic loss on fakes (made without a graph) and reals in one D pass (plus D's location loss
+        on the reals when it has a location head); updates D and ADA. → (loss, real logits, fake logits)."""
+        b = real.shape[0]
         with torch.no_grad():
             fake = self.fakes(step, tops, lefts, update_w_avg=False)
         self.D.requires_grad_(True)
@@ -383,29 +401,36 @@ class Trainer:
         fake_logits, real_logits = logits[:b].float(), logits[b:].float()
         loss_d = losses.d_logistic(real_logits, fake_logits)
         if where is not None:  # D learns where real patches belong
-            loss_d = loss_d + cfg.locate_weight * self.location_loss(where[b:], tops, lefts)
+            loss_d = loss_d + self.cfg.locate_weight * self.location_loss(where[b:], tops, lefts)
         self.opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         distributed.all_reduce_grads(self.D.parameters())
         self.opt_D.step()
         self.ada.update(real_logits)
+        return loss_d, real_logits, fake_logits
 
-        # --- lazy R1 on the augmented reals (D's input) ---------------------------------------------
-        loss_r1 = None
-        if self.r1_interval and step % self.r1_interval == 0:
-            with torch.no_grad():
-                real_aug = self.augment(real, p, self._gen(step, _AUG_R1))
-            real_aug = real_aug.detach().float().requires_grad_(True)
-            with self._autocast():
-                r_logits = self.D(real_aug, tops, lefts, group)
-            loss_r1 = losses.r1_loss(r_logits, real_aug, cfg.r1_gamma, self.r1_interval)
-            self.opt_D.zero_grad(set_to_none=True)
-            loss_r1.backward()
-            distributed.all_reduce_grads(self.D.parameters())
-            self.opt_D.step()
-            del real_aug, r_logits
+    def _r1_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
+                 group: int) -> torch.Tensor | None:
+        """Lazy R1 on the augmented reals (D's input), every `r1_interval` steps; None on the others."""
+        if not self.r1_interval or step % self.r1_interval:
+            return None
+        with torch.no_grad():
+            real_aug = self.augment(real, p, self._gen(step, _AUG_R1))
+        real_aug = real_aug.detach().float().requires_grad_(True)
+        with self._autocast():
+            r_logits = self.D(real_aug, tops, lefts, group)
+        loss_r1 = losses.r1_loss(r_logits, real_aug, self.cfg.r1_gamma, self.r1_interval)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_r1.backward()
+        distributed.all_reduce_grads(self.D.parameters())
+        self.opt_D.step()
+        return loss_r1
 
-        # --- generator: non-saturating loss through the frozen D, on a second G pass ----------------
+    def _g_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
+                group: int) -> torch.Tensor:
+        """Non-saturating loss through the frozen D on a second G pass, in chunks of location groups (plus
+        the location loss of the fakes when D has a location head); updates G. → the detached loss."""
+        b = real.shape[0]
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
         self.opt_G.zero_grad(set_to_none=True)
@@ -420,7 +445,7 @@ class Trainer:
             g_logits = g_logits.float()
             loss = losses.g_nonsaturating(g_logits)
             if where is not None:  # G is told where D would place its patch
-                loss = loss + cfg.locate_weight * self.location_loss(where, tops[rows], lefts[rows])
+                loss = loss + self.cfg.locate_weight * self.location_loss(where, tops[rows], lefts[rows])
             loss = loss * (g_logits.shape[0] / b)
             loss.backward()
             loss_g += loss.detach()
@@ -430,19 +455,7 @@ class Trainer:
         if self.world_size > 1:  # w_avg follows each rank's latents: keep the ranks identical
             distributed.all_reduce_mean_(self.G.mapper.w_avg)
         self.G.requires_grad_(False)
-
-        # --- EMA ------------------------------------------------------------------------------------
-        losses.ema_update(self.G_ema, self.G, losses.ema_beta(step, cfg.ema_decay, cfg.ema_rampup))
-
-        out = {
-            "loss/G": loss_g.detach(),
-            "loss/D": loss_d.detach(),
-            "D/real": real_logits.detach().mean(),
-            "D/fake": fake_logits.detach().mean(),
-        }
-        if loss_r1 is not None:
-            out["loss/R1"] = loss_r1.detach() / max(self.r1_interval or 1, 1)
-        return out
+        return loss_g
 
     # ---------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
