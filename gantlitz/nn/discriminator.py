@@ -57,9 +57,10 @@ class Discriminator(nn.Module):
         self.epilogue_conv = EqualConv2d(last + 1, last, 3, conv_clamp=cfg.conv_clamp)
         self.fc = EqualLinear(last * 16, last, activate=True)
         self.out = EqualLinear(last, 1)
+        # Location head (model.disc_locate): regresses the patch centre from the last features.
+        self.locate = EqualLinear(last, 2) if cfg.disc_locate else None
         # Projection conditioning: logit += <features, embed(location)> / sqrt(C). D must then explain a
         # patch *given* where it is, which input channels at a small amplitude do not force.
-        self.locate = EqualLinear(last, 2) if cfg.disc_locate else None
         self.pos_embed = None
         if pos_ch > 0 and cfg.disc_pos_inject in ("project", "both"):
             self.pos_embed = nn.Sequential(EqualLinear(pos_ch, last, activate=True), EqualLinear(last, last))
