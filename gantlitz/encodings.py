@@ -76,21 +76,31 @@ def disc_periods(
                           device=device)
 
 
+def _location_features(
+    mode: DiscPos, tops: torch.Tensor, lefts: torch.Tensor, offsets: torch.Tensor, size: int,
+    canvas: tuple[int, int], periods: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's location functions of the rows and of the columns at `offsets` from each patch's corner →
+    (B, C, n) each: raw UV in [-1, 1] or sinusoids of the periods of `disc_periods`."""
+    rows = tops.to(torch.float64)[:, None] + offsets
+    cols = lefts.to(torch.float64)[:, None] + offsets
+    if mode == "uv":
+        return (rows / canvas[0] * 2 - 1)[:, None, :].float(), (cols / canvas[1] * 2 - 1)[:, None, :].float()
+    if mode == "sin":
+        per = disc_periods(size, canvas, periods, tops.device)
+        return _sinusoids(rows, per).float(), _sinusoids(cols, per).float()
+    raise ValueError(f"unknown discriminator position mode {mode!r}")
+
+
 def disc_centre(
     mode: DiscPos, tops: torch.Tensor, lefts: torch.Tensor, size: int, canvas: tuple[int, int], periods: int = 5
 ) -> torch.Tensor | None:
     """The location features of each patch's centre → (B, C) (the same functions as `disc_input`), or None."""
     if mode == "none":
         return None
-    centre = size / 2.0
-    rows = tops.to(torch.float64)[:, None] + centre
-    cols = lefts.to(torch.float64)[:, None] + centre
-    if mode == "uv":
-        return torch.cat([rows / canvas[0] * 2 - 1, cols / canvas[1] * 2 - 1], dim=1).float()
-    if mode == "sin":
-        per = disc_periods(size, canvas, periods, tops.device)
-        return torch.cat([_sinusoids(rows, per)[..., 0], _sinusoids(cols, per)[..., 0]], dim=1).float()
-    raise ValueError(f"unknown discriminator position mode {mode!r}")
+    centre = torch.full((1,), size / 2.0, device=tops.device, dtype=torch.float64)
+    fy, fx = _location_features(mode, tops, lefts, centre, size, canvas, periods)
+    return torch.cat([fy[..., 0], fx[..., 0]], dim=1)
 
 
 def disc_input(
@@ -99,20 +109,9 @@ def disc_input(
     """Per-pixel location channels of patches at (tops, lefts) → (B, C, size, size), or None for 'none'."""
     if mode == "none":
         return None
-    device = tops.device
-    offsets = torch.arange(size, device=device, dtype=torch.float64) + 0.5
-    rows = tops.to(torch.float64)[:, None] + offsets
-    cols = lefts.to(torch.float64)[:, None] + offsets
+    offsets = torch.arange(size, device=tops.device, dtype=torch.float64) + 0.5
+    fy, fx = _location_features(mode, tops, lefts, offsets, size, canvas, periods)
     b = tops.shape[0]
-    if mode == "uv":
-        fy = (rows / canvas[0] * 2 - 1)[:, None, :]
-        fx = (cols / canvas[1] * 2 - 1)[:, None, :]
-    elif mode == "sin":
-        per = disc_periods(size, canvas, periods, device)
-        fy, fx = _sinusoids(rows, per), _sinusoids(cols, per)
-    else:
-        raise ValueError(f"unknown discriminator position mode {mode!r}")
-    fy, fx = fy.float(), fx.float()
     return torch.cat(
         [fy[:, :, :, None].expand(b, -1, size, size), fx[:, :, None, :].expand(b, -1, size, size)], dim=1
     )

@@ -467,15 +467,19 @@ def _generated_sets(name: str, model: Any, geo: _Geometry, seeds: list[int], tru
     p, top, left = geo.patch, geo.top, geo.left
     modalities = MODALITIES if same_canvas else ("albedo",)
     whole = {m: np.empty((len(seeds), geo.wh, geo.ww, MODALITY_CHANNELS[m]), np.float32) for m in modalities}
-    patches = {m: np.empty((len(seeds), p, p, MODALITY_CHANNELS[m]), np.float32) for m in modalities}
+    patches = {m: np.empty((len(seeds), p, p, MODALITY_CHANNELS[m]), np.float32) for m in modalities
+               } if same_canvas else None
     for j, s in enumerate(_tqdm(seeds, progress, desc=f"sample {name}", unit="sample")):
         maps = model.sample(s, modalities=modalities, truncation=truncation)
         for m in modalities:
             arr = np.asarray(maps[m], np.float32).reshape(*model_canvas, -1)[:, :, : MODALITY_CHANNELS[m]]
-            whole[m][j] = area_downsample(arr, geo.factor) if same_canvas else resize(arr, geo.wh, geo.ww)
-            patches[m][j] = arr[top : top + p, left : left + p] if same_canvas else 0.0
+            if patches is None:
+                whole[m][j] = resize(arr, geo.wh, geo.ww)
+                continue
+            whole[m][j] = area_downsample(arr, geo.factor)
+            patches[m][j] = arr[top : top + p, left : left + p]
     whole = {m: np.clip(v, 0.0, 1.0) for m, v in whole.items()}
-    return whole, ({m: np.clip(v, 0.0, 1.0) for m, v in patches.items()} if same_canvas else None)
+    return whole, (None if patches is None else {m: np.clip(v, 0.0, 1.0) for m, v in patches.items()})
 
 
 def _write_kid(out: Path, whole_res: Mapping[str, Any], patch_res: Mapping[str, Any], common: Mapping[str, Any],
