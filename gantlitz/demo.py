@@ -53,8 +53,8 @@ def run_demo(
     "layout", "timings"}.
 
     `quick`: 6 subjects at 128×128, at most 6 training steps, 4 seeds (a smoke test, well under a minute).
-    `threads`: torch CPU threads (default: torch's, one per core; on two quiet cores `tiny` trains at 2.3
-    steps/s with 2 threads and 1.7 with 1).
+    `threads`: torch CPU threads (default: torch's, one per core: 2.4 steps/s on two quiet cores; on a busy
+    machine one thread is faster, see docs/benchmarks.md).
     """
     import torch
 
