@@ -49,3 +49,12 @@ def test_demo_overwrite_trains_again(tmp_path):
     assert again.exit_code == 0, again.output + repr(again.exception)
     assert "train: reusing" not in again.output
     assert (out / "run" / "model.safetensors").read_bytes() != b"stale"
+
+
+def test_demo_refuses_impossible_values_before_writing(tmp_path):
+    out = tmp_path / "demo"
+    for args in (["--minutes", "0"], ["--seeds", "3"]):
+        result = CliRunner().invoke(main, ["demo", "--out", str(out), *args])
+        assert result.exit_code == 2, result.output
+        assert "minutes > 0" in result.output or "--seeds" in result.output
+        assert not out.exists()
