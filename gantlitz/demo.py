@@ -114,7 +114,7 @@ def _run_demo(out: Path, *, minutes: float, subjects: int, size: int, steps: int
         synthesize_dataset(raw, subjects, (size, size), seed=0, overwrite=overwrite, progress=progress))))
     _say(f"[2/5] prepare: {raw} -> {data}")
     _stage("[2/5] prepare", (data / "manifest.json").exists() and not overwrite, str(data), timed("prepare_s", lambda: (
-        prepare(raw, data, overwrite=overwrite, progress=progress))))
+        prepare(raw, data, overwrite=overwrite, resume=not overwrite, progress=progress))))  # a stopped one continues
 
     model_file = run / "model.safetensors"
     retrain = overwrite or not model_file.exists()

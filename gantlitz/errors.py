@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 __all__ = ["GantlitzError", "UsageError", "InputError", "InputNotFoundError", "OutputError", "OutputExistsError",
-           "RunLockedError"]
+           "FolderLockedError"]
 
 
 class GantlitzError(Exception):
@@ -51,5 +51,5 @@ class OutputExistsError(OutputError, FileExistsError):
     """An output exists and --overwrite was not given (or it is not ours to replace)."""
 
 
-class RunLockedError(GantlitzError, RuntimeError):
-    """Another process holds the run directory."""
+class FolderLockedError(GantlitzError, RuntimeError):
+    """Another process holds the folder (a training run, a dataset being prepared)."""

@@ -1,5 +1,10 @@
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
@@ -10,7 +15,9 @@ from gantlitz import maps
 from gantlitz.cli import main
 import gantlitz.data.prepare as prep
 from gantlitz.data.store import PatchStore, StoreError
+from gantlitz.errors import InputError
 from gantlitz.imageio import read_image, write_image
+from gantlitz.outputs import FolderLock
 
 
 def _run(*args):
@@ -155,30 +162,133 @@ def test_existing_out_untouched_without_overwrite(raw_dataset, prepared_store, t
     assert not list(tmp_path.glob(".ds*"))
 
 
-def test_interrupted_run_leaves_nothing_that_loads(raw_dataset, tmp_path, monkeypatch):
+def _same_store(a, b):
+    """Two prepared stores hold the same bytes (the manifests differ only in their creation time)."""
+    for name in ("textures.npy", "preview.npy", "mask.npy"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    ma.pop("created"), mb.pop("created")
+    assert ma == mb
+
+
+def _interrupt(monkeypatch, step, at):
+    """Make the `at`-th call of one pass's per-subject step raise KeyboardInterrupt (a Ctrl-C)."""
+    real = getattr(prep, step)
     calls = {"n": 0}
-    real = prep._quantise
 
-    def boom(x):
+    def wrapped(*args):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == at:
             raise KeyboardInterrupt("simulated interruption")
-        return real(x)
+        return real(*args)
 
-    monkeypatch.setattr(prep, "_quantise", boom)
+    monkeypatch.setattr(prep, step, wrapped)
+
+
+@pytest.mark.parametrize("step, derived", [("_check_step", True), ("_write_step", True), ("_write_step", False),
+                                           ("_finalise_step", False)])
+def test_an_interrupted_prepare_resumes_to_the_same_store(raw_copy, tmp_path, monkeypatch, step, derived):
+    if derived:  # no mask file: the check pass derives it
+        (raw_copy / "mask.png").unlink()
+    reference = prep.prepare(raw_copy, tmp_path / "reference", progress=False)
     out = tmp_path / "ds"
-    with pytest.raises(KeyboardInterrupt):
-        prep.prepare(raw_dataset, out, progress=False)
-    assert not out.exists() and not list(tmp_path.glob(".ds*"))
-    # a folder killed mid-write (no manifest) or with a broken manifest is refused by the loader
-    partial = tmp_path / "partial"
-    partial.mkdir()
-    np.lib.format.open_memmap(partial / "textures.npy", mode="w+", dtype=np.uint16, shape=(1, 64, 64, 5))
-    with pytest.raises(StoreError, match="manifest.json: missing"):
-        PatchStore(partial)
-    (partial / "manifest.json").write_text("{\"format\": \"gantlitz-dataset\"")
-    with pytest.raises(StoreError, match="unreadable manifest"):
-        PatchStore(partial)
+    with monkeypatch.context() as m:
+        _interrupt(m, step, at=2)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(raw_copy, out, progress=False)
+    staging = tmp_path / ".ds.partial"
+    assert not out.exists() and (staging / "progress.json").is_file()
+    with pytest.raises(StoreError, match="manifest.json: missing"):  # the staged store never loads
+        PatchStore(staging / "store")
+    # without --resume the interrupted work is neither lost nor silently redone
+    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
+        prep.prepare(raw_copy, out, progress=False)
+    done = json.loads((staging / "progress.json").read_text())
+    redone = []
+    real = getattr(prep, step)
+    monkeypatch.setattr(prep, step, lambda job, i, *a: redone.append(i) or real(job, i, *a))
+    prep.prepare(raw_copy, out, progress=False, resume=True)
+    assert not staging.exists()
+    _same_store(out, reference)
+    finished = {"_check_step": done["checked"], "_write_step": done["written"], "_finalise_step": done["finalised"]}
+    assert len(finished[step]) == 1 and redone == [1, 2]  # the journaled subject was not done again
+
+
+def test_each_file_is_decoded_once_with_a_mask_file_twice_without(raw_copy, tmp_path, monkeypatch):
+    decoded = []
+    real = prep.load_subject
+    monkeypatch.setattr(prep, "load_subject", lambda subj, *a: decoded.append(subj.name) or real(subj, *a))
+    prep.prepare(raw_copy, tmp_path / "a", progress=False)
+    assert sorted(decoded) == ["subject000", "subject001", "subject002"]
+    (raw_copy / "mask.png").unlink()
+    decoded.clear()
+    prep.prepare(raw_copy, tmp_path / "b", progress=False)
+    assert sorted(decoded) == sorted(["subject000", "subject001", "subject002"] * 2)
+
+
+def test_a_prepare_killed_mid_subject_resumes_to_the_same_store(raw_dataset, prepared_store, tmp_path):
+    """SIGKILL (no clean-up runs) after subject 1's colours are written but before its heights are."""
+    out = tmp_path / "ds"
+    script = (
+        "import os, signal, sys\n"
+        "import gantlitz.data.prepare as prep\n"
+        "real = prep._put\n"
+        "def put(staging, name, i, where, values):\n"
+        "    if name == 'heights.npy' and i == 1:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(staging, name, i, where, values)\n"
+        "prep._put = put\n"
+        "prep.prepare(sys.argv[1], sys.argv[2], progress=False)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script, str(raw_dataset), str(out)], capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    journal = json.loads((tmp_path / ".ds.partial" / "progress.json").read_text())
+    assert list(journal["written"]) == ["subject000"] and not out.exists()
+    res = _run(raw_dataset, out, "--resume")
+    assert res.exit_code == 0, res.output
+    _same_store(out, prepared_store)
+
+
+def test_resume_refuses_changed_inputs_and_overwrite_starts_again(raw_copy, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    with monkeypatch.context() as m:
+        _interrupt(m, "_write_step", at=2)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(raw_copy, out, progress=False)
+    albedo = raw_copy / "subject002" / "albedo.png"
+    os.utime(albedo, ns=(albedo.stat().st_atime_ns, albedo.stat().st_mtime_ns + 10**9))
+    with pytest.raises(InputError, match="subject002/albedo: changed since the interrupted prepare"):
+        prep.prepare(raw_copy, out, progress=False, resume=True)
+    with pytest.raises(InputError, match="option crop"):
+        prep.prepare(raw_copy, out, progress=False, resume=True, crop=(0, 0, 128, 128))
+    assert (tmp_path / ".ds.partial" / "progress.json").is_file()  # still there to resume
+    prep.prepare(raw_copy, out, progress=False, overwrite=True)
+    assert PatchStore(out).canvas == (256, 256) and not (tmp_path / ".ds.partial").exists()
+
+
+def test_a_prepare_in_progress_is_not_disturbed(raw_dataset, tmp_path):
+    staging = tmp_path / ".ds.partial"
+    staging.mkdir()
+    lock = FolderLock(staging, "`gantlitz prepare`")
+    lock.acquire()
+    try:
+        res = _run(raw_dataset, tmp_path / "ds", "--overwrite")
+        assert res.exit_code != 0 and "in use by another `gantlitz prepare` (pid" in res.output, res.output
+    finally:
+        lock.release()
+    assert not (tmp_path / "ds").exists()
+
+
+def test_workers_write_the_same_store(raw_dataset, prepared_store, tmp_path):
+    out = prep.prepare(raw_dataset, tmp_path / "ds", progress=False, workers=2)
+    _same_store(out, prepared_store)
+
+
+def test_too_little_disk_is_said_before_anything_is_written(raw_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    res = _run(raw_dataset, tmp_path / "ds")
+    assert res.exit_code != 0 and "not enough disk space: 3 subjects at 256x256 need" in res.output, res.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_store_refuses_corrupt_arrays(prepared_store, tmp_path):
@@ -199,3 +309,18 @@ def test_store_refuses_corrupt_arrays(prepared_store, tmp_path):
         PatchStore(out)
     with pytest.raises(StoreError, match="not a folder"):
         PatchStore(tmp_path / "nothing")
+
+
+def test_the_prepare_benchmark_runs_and_reports_each_count(tmp_path):
+    """benchmarks/bench_prepare.py at 512² inputs (the 8K run is documented in docs/benchmarks.md)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_prepare.py"
+    report = tmp_path / "report.md"
+    res = subprocess.run([sys.executable, str(script), "--work", str(tmp_path / "work"), "--size", "512",
+                          "--counts", "1", "2", "--mask", "--out", str(report)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split("|") for line in report.read_text().splitlines() if line.startswith("| 1 |") or
+            line.startswith("| 2 |")]
+    assert [r[1].strip() for r in rows] == ["1", "2"]
+    for r in rows:
+        assert r[2].strip() == "512²" and r[4].strip() == "file" and float(r[6]) > 0
+        assert float(r[9].split("/")[0]) > 0.1  # peak RSS in GB, measured

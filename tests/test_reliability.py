@@ -18,7 +18,7 @@ from helpers import SMALL_PRESET, randomise, save_generator
 from gantlitz import checkpoint
 from gantlitz.cli import main
 from gantlitz.networks import build
-from gantlitz.train.run import RunLock
+from gantlitz.outputs import FolderLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,7 +159,7 @@ def test_seeds_beyond_32_bits_are_refused(small_ckpt, tmp_path):
 
 # 4. no lock on a run --------------------------------------------------------------------------------------
 def test_a_run_in_use_is_refused_with_its_holder(prepared_store, run_copy):
-    lock = RunLock(run_copy)
+    lock = FolderLock(run_copy, "training process")
     lock.acquire()
     try:
         before = _tree(run_copy)

@@ -1,13 +1,20 @@
-"""`gantlitz prepare`: raw scans → the memory-mapped patch store (paper §3, docs/architecture.md).
+"""`gantlitz prepare`: raw scans → the memory-mapped patch store (paper §3, docs/data.md).
 
-Input layout: one sub-folder per subject holding ``albedo.*``, ``specular.*`` and ``normal.*`` (or
-``displacement.*``) as 8/16-bit PNG, TIFF, JPEG or float EXR; optionally ``mask.*`` at the top.
+One subject is in memory at a time, so peak memory does not grow with the number of subjects, and every
+finished subject is journaled in the hidden staging folder ``.OUT.partial`` (`staging.Staging`), so a
+prepare that is killed continues with ``resume=True`` (``--resume``) and ends with the same store.
+Three passes:
 
-Two passes.  Pass 1 decodes and checks every file (missing maps, unreadable / truncated files, sizes,
-channel counts, value ranges, NaN/Inf) and collects *all* problems; nothing is written if there is one.
-It also integrates the normal maps to find the one dataset-wide displacement scale.  Pass 2 decodes again
-and writes the store into a temporary sibling folder that is renamed to OUT at the very end, manifest
-last, so an interrupted run leaves nothing that loads.
+1. **check** (only when the mask is derived, not given as a file) decodes and checks every file and
+   ORs each subject's visible pixels into the mask;
+2. **write** decodes (again, after a check), checks, integrates the normals into height over the final
+   mask, writes albedo and specular (and previews) and keeps the float height;
+3. **finalise** knows the one dataset-wide displacement scale (the widest subject's height range maps to
+   [0, 1]) and quantises each height into the store.
+
+Every problem of every subject is collected and reported together; the store is then never installed.
+The manifest is written last and the store renamed to OUT, so nothing loads until it is complete.
+``workers`` runs subjects in parallel processes (memory and speed both scale with it).
 """
 
 from __future__ import annotations
@@ -16,189 +23,37 @@ import datetime as _dt
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
-from dataclasses import dataclass, field
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import __version__, imageio, maps
+from .. import __version__, maps
 from ..config import MODALITY_CHANNELS
-from ..errors import GantlitzError, OutputExistsError
+from ..errors import GantlitzError, InputError, OutputError, OutputExistsError, UsageError
 from ..outputs import check_output_dir, install_dir, make_dirs, write_text
 from ..resample import resize
+from .scans import Box, PrepareError, SubjectFiles, common_size, find_subjects, load_subject, parse_crop, read_mask
+from .staging import Staging, fingerprint, fingerprint_changes
 from .store import STORE_FORMAT, STORE_VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "PrepareError",
-    "SubjectFiles",
-    "find_subjects",
-    "prepare",
-    "STORE_FORMAT",
-    "STORE_VERSION",
-    "CANVAS_MULTIPLE",
-    "PREVIEW_MAX",
-]
+__all__ = ["PrepareError", "SubjectFiles", "find_subjects", "prepare", "STORE_FORMAT", "STORE_VERSION",
+           "CANVAS_MULTIPLE", "PREVIEW_MAX", "DATASET_FILES"]
 
 CANVAS_MULTIPLE = 64
 """Canvas sides must be multiples of this (the patch size is chosen later, at training time)."""
 PREVIEW_MAX = 1024
 """Long side of the whole-texture previews (preview.npy)."""
-MAP_NAMES = ("albedo", "specular", "normal", "displacement")
-RANGE_TOL = 1e-3
-
-
-class PrepareError(GantlitzError, ValueError):
-    """Input problems found by `prepare`; ``problems`` lists each as 'file: problem'."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        head = f"{len(self.problems)} problem(s) in the input, nothing was written:"
-        super().__init__("\n".join([head] + [f"  - {p}" for p in self.problems]))
-
-
-@dataclass
-class SubjectFiles:
-    name: str
-    folder: Path
-    files: dict[str, Path] = field(default_factory=dict)
-
-
-def _find_map(folder: Path, name: str) -> tuple[Path | None, list[str]]:
-    """The file ``name.<ext>`` in folder (case-insensitive), or the problem."""
-    hits = sorted(p for p in folder.iterdir() if p.is_file() and p.stem.lower() == name and not p.name.startswith("."))
-    if not hits:
-        return None, []
-    supported = [p for p in hits if p.suffix.lower() in imageio.READ_SUFFIXES]
-    if len(supported) > 1:
-        return None, [f"{folder}: several {name} maps ({', '.join(p.name for p in supported)}); keep one"]
-    if not supported:
-        return None, [f"{hits[0]}: unsupported format {hits[0].suffix!r} (use {', '.join(imageio.READ_SUFFIXES)})"]
-    return supported[0], []
-
-
-def find_subjects(src: str | os.PathLike) -> tuple[list[SubjectFiles], Path | None, list[str]]:
-    """Subjects (sorted by folder name), the top-level mask file if any, and the layout problems found."""
-    src = Path(src)
-    problems: list[str] = []
-    if not src.is_dir():
-        return [], None, [f"{src}: not a folder"]
-    mask_file, mp = _find_map(src, "mask")
-    problems += mp
-    folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
-    hidden = sorted(p.name for p in src.iterdir() if p.is_dir() and p.name.startswith("."))
-    if hidden:
-        log.warning("%s: skipping hidden folder(s) %s (rename them without the leading '.' to use them as subjects)",
-                    src, ", ".join(hidden))
-    odd = [p.name for p in folders if not p.name.isprintable()]
-    if odd:
-        log.warning("%s: subject folder name(s) %s contain unprintable characters; they are used as given",
-                    src, ", ".join(map(repr, odd)))
-    if not folders:
-        return [], mask_file, [f"{src}: no subject folders (expected one sub-folder per subject with albedo.*, "
-                               "specular.*, normal.* or displacement.*)"]
-    subjects = []
-    for folder in folders:
-        subj = SubjectFiles(folder.name, folder)
-        reported = set()
-        for name in MAP_NAMES:
-            path, mp = _find_map(folder, name)
-            problems += mp
-            if path is not None:
-                subj.files[name] = path
-            elif mp:
-                reported.add(name)
-        for name in ("albedo", "specular"):
-            if name not in subj.files and name not in reported:
-                problems.append(f"{folder}: missing {name} map ({name}.png/.tif/.exr/.jpg)")
-        if not ({"normal", "displacement"} & (set(subj.files) | reported)):
-            problems.append(f"{folder}: missing normal map (normal.*) or displacement map (displacement.*)")
-        subjects.append(subj)
-    return subjects, mask_file, problems
-
-
-def _parse_crop(crop: Sequence[int] | None, height: int, width: int) -> tuple[int, int, int, int] | None:
-    if crop is None:
-        return None
-    x, y, w, h = (int(v) for v in crop)
-    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-        raise PrepareError([f"--crop {x},{y},{w},{h} does not fit in the {width}x{height} maps"])
-    return x, y, w, h
-
-
-def _crop(img: np.ndarray, crop: tuple[int, int, int, int] | None) -> np.ndarray:
-    if crop is None:
-        return img
-    x, y, w, h = crop
-    return img[y : y + h, x : x + w]
-
-
-def _check_range(path: Path, img: np.ndarray, lo: float, hi: float, what: str) -> list[str]:
-    vmin, vmax = float(img.min()), float(img.max())
-    if vmin < lo - RANGE_TOL or vmax > hi + RANGE_TOL:
-        return [f"{path}: {what} values span [{vmin:.4g}, {vmax:.4g}], expected [{lo:g}, {hi:g}]"]
-    return []
-
-
-def _load_subject(subj: SubjectFiles, crop, convention: str, displacement_height: float):
-    """Decode, check and convert one subject: (albedo HxWx3, specular HxW, height HxW px, problems)."""
-    problems: list[str] = []
-    images: dict[str, np.ndarray] = {}
-    for name, path in subj.files.items():
-        try:
-            images[name] = imageio.read_image(path)
-        except imageio.ImageError as exc:
-            problems.append(str(exc))
-    if problems:
-        return None, problems
-    albedo = images.get("albedo")
-    spec = images.get("specular")
-    if albedo is not None and albedo.shape[2] not in (3, 4):
-        problems.append(f"{subj.files['albedo']}: albedo has {albedo.shape[2]} channel(s), expected 3 (RGB) or 4 (RGBA)")
-    if spec is not None and spec.shape[2] not in (1, 2, 3, 4):
-        problems.append(f"{subj.files['specular']}: specular has {spec.shape[2]} channels, expected 1 or 3")
-    if "normal" in images and images["normal"].shape[2] not in (3, 4):
-        problems.append(f"{subj.files['normal']}: normal map has {images['normal'].shape[2]} channel(s), expected 3")
-    if "displacement" in images and "normal" not in images and images["displacement"].shape[2] not in (1, 2, 3, 4):
-        problems.append(f"{subj.files['displacement']}: displacement has {images['displacement'].shape[2]} channels")
-    if problems:
-        return None, problems
-    assert albedo is not None and spec is not None
-    albedo = albedo[:, :, :3]
-    spec = spec[:, :, :3].mean(axis=2) if spec.shape[2] >= 3 else spec[:, :, 0]
-    problems += _check_range(subj.files["albedo"], albedo, 0.0, 1.0, "albedo")
-    problems += _check_range(subj.files["specular"], spec, 0.0, 1.0, "specular")
-    if "normal" in images:
-        raw = images["normal"][:, :, :3]
-        path = subj.files["normal"]
-        if float(raw.min()) < -RANGE_TOL:  # float file storing n directly in [-1, 1]
-            problems += _check_range(path, raw, -1.0, 1.0, "normal")
-            encoded = raw * 0.5 + 0.5
-        else:
-            problems += _check_range(path, raw, 0.0, 1.0, "normal")
-            encoded = raw
-        if problems:
-            return None, problems
-        normals = maps.decode_normals(_crop(encoded, crop))
-        kind, data = "normal", normals
-    else:
-        disp = images["displacement"][:, :, 0]
-        kind, data = "displacement", _crop(disp, crop).astype(np.float32) * float(displacement_height)
-    if problems:
-        return None, problems
-    return (kind, np.clip(_crop(albedo, crop), 0, 1), np.clip(_crop(spec, crop), 0, 1), data), []
-
-
-def _height(kind: str, data: np.ndarray, mask: np.ndarray, convention: str) -> np.ndarray:
-    """Height in canvas pixels; normals outside the mask are flattened before integrating."""
-    if kind == "displacement":
-        return data.astype(np.float32)
-    normals = np.where(mask[..., None] > 0, data, np.array([0, 0, 1], np.float32)).astype(np.float32)
-    return maps.normals_to_displacement(normals, convention)
+DATASET_FILES = frozenset({"manifest.json", "textures.npy", "mask.npy", "preview.npy"})
+"""What `prepare` writes into OUT: all that `--overwrite` may replace there."""
 
 
 def _preview_size(height: int, width: int) -> tuple[int, int]:
@@ -207,11 +62,11 @@ def _preview_size(height: int, width: int) -> tuple[int, int]:
 
 
 def _quantise(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
-
-
-DATASET_FILES = frozenset({"manifest.json", "textures.npy", "mask.npy", "preview.npy"})
-"""What `prepare` writes into OUT: all that `--overwrite` may replace there."""
+    """[0, 1] → uint16 with one float temporary (an 8K subject's colours are 400 MB as float32)."""
+    y = np.clip(x, 0.0, 1.0)
+    y *= 65535.0
+    np.rint(y, out=y)
+    return y.astype(np.uint16)
 
 
 def check_dataset_out(out: Path, inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
@@ -230,6 +85,137 @@ def _is_dataset(folder: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Everything a (possibly separate) worker process needs for one subject's step; picklable."""
+
+    out: Path
+    subjects: tuple[SubjectFiles, ...]
+    box: Box | None
+    convention: str
+    displacement_height: float
+    canvas: tuple[int, int]
+    preview: tuple[int, int]
+    threads: int
+
+    def load(self, i: int):
+        return load_subject(self.subjects[i], self.box, self.displacement_height)
+
+
+# -- the three per-subject steps (module level: worker processes import them) ----------------------
+def _check_step(job: _Job, i: int) -> tuple[list[str], np.ndarray | None]:
+    """Problems of subject i, or its visible pixels (bit-packed: small to send between processes)."""
+    scan, problems = job.load(i)
+    return problems, None if scan is None else np.packbits(scan.visible())
+
+
+def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | None]:
+    """Albedo, specular and previews of subject i into the store, its float height aside; ([], its height
+    range), or (its problems, None) with nothing written."""
+    scan, problems = job.load(i)
+    if scan is None:
+        return problems, None
+    staging = Staging(job.out)
+    vis = np.load(staging.store / "mask.npy")
+    height = scan.height(vis, job.convention, job.threads)
+    inside = height[vis > 0]
+    lo, hi = float(inside.min()), float(inside.max())
+    colour = np.concatenate([scan.albedo, scan.specular[..., None]], axis=2).astype(np.float32)
+    del scan
+    colour[vis == 0] = 0.5
+    _put(staging, "textures.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(colour))
+    _put(staging, "preview.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(resize(colour, *job.preview)))
+    _put(staging, "heights.npy", i, (), height)
+    return [], (lo, hi)
+
+
+def _finalise_step(job: _Job, i: int, ranges: list[list[float]], scale: float) -> None:
+    """Subject i's height → the displacement channel on the dataset-wide scale (idempotent): its own
+    range is centred at 0.5."""
+    centre = 0.5 * (ranges[i][0] + ranges[i][1])
+    staging = Staging(job.out)
+    vis = np.load(staging.store / "mask.npy")
+    heights = staging.open_array("heights.npy")
+    disp = 0.5 + (np.asarray(heights[i]) - centre) / scale
+    del heights
+    disp[vis == 0] = 0.5
+    _put(staging, "textures.npy", i, (slice(None), slice(None), 4), _quantise(disp))
+    preview = _quantise(resize(disp[..., None], *job.preview))[..., 0]
+    _put(staging, "preview.npy", i, (slice(None), slice(None), 4), preview)
+
+
+def _put(staging: Staging, name: str, i: int, where: tuple, values: np.ndarray) -> None:
+    """Write into one subject's slot and flush; the map is dropped so its pages leave this process."""
+    array = staging.open_array(name)
+    array[(i, *where)] = values
+    array.flush()
+    del array
+
+
+def _init_worker(threads: int) -> None:
+    """Each worker process gets its share of the cores (decoders, resizing; the FFTs take `_Job.threads`)."""
+    import OpenImageIO as oiio
+    import torch
+
+    oiio.attribute("threads", threads)
+    torch.set_num_threads(threads)
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+class _Runner:
+    """Runs one step over the subjects still to do, in this process or a pool, with a progress bar that
+    shows the last subject's time and the ETA; results are handed back in completion order."""
+
+    def __init__(self, job: _Job, workers: int, progress: bool) -> None:
+        self.job, self.workers, self.progress = job, workers, progress
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "_Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, desc: str, todo: list[int], fn: Callable[..., Any], *args: Any,
+            done: Callable[[int, Any], None]) -> None:
+        from tqdm.auto import tqdm
+
+        n = len(self.job.subjects)
+        names = [s.name for s in self.job.subjects]
+        bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="subject", disable=not self.progress)
+        start = time.perf_counter()
+        try:
+            for i, (result, seconds) in self._results(todo, fn, args):
+                done(i, result)
+                bar.set_postfix_str(f"{names[i]} {seconds:.1f} s", refresh=False)
+                bar.update()
+                log.debug("%s %s: %.1f s", desc, names[i], seconds)
+        finally:
+            bar.close()
+        if todo:
+            took = time.perf_counter() - start
+            log.info("%s: %d subject(s) in %.1f s (%.1f s per subject, %d worker(s))", desc, len(todo), took,
+                     took / len(todo), self.workers)
+
+    def _results(self, todo: list[int], fn: Callable[..., Any], args: tuple):
+        if self.workers == 1:
+            for i in todo:
+                yield i, _timed(fn, self.job, i, *args)
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.job.threads,))
+        futures = {self._pool.submit(_timed, fn, self.job, i, *args): i for i in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def prepare(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -240,6 +226,8 @@ def prepare(
     normal_convention: str = "opengl",
     displacement_height: float = 1.0,
     overwrite: bool = False,
+    resume: bool = False,
+    workers: int = 1,
     progress: bool = True,
 ) -> Path:
     """Validate ``src`` and write the prepared store to ``out``; returns ``out``.
@@ -247,158 +235,185 @@ def prepare(
     ``crop`` is (x, y, w, h) in pixels of the input maps; ``mask`` an image file (first channel > 0.5
     = visible; default ``src/mask.*``, else derived where all maps equal their border fill);
     ``displacement_height`` converts values of displacement files (used when a subject has no normal
-    map) into canvas pixels.  Raises `PrepareError` listing every problem, `OutputExistsError` (a
-    `FileExistsError`) when ``out`` is not empty and ``overwrite`` is false, is or contains an input, or
-    is a folder other than a prepared dataset (``out`` is then left untouched). ``overwrite`` replaces
-    only the dataset's own files (`DATASET_FILES`); other files in ``out`` are kept.
+    map) into canvas pixels.  ``resume`` continues a prepare of ``out`` that was interrupted (its inputs
+    and pixel options must be unchanged); without it an interrupted one is refused, and ``overwrite``
+    starts it again.  ``workers`` processes handle subjects in parallel.
+
+    Raises `PrepareError` listing every problem, `OutputExistsError` (a `FileExistsError`) when ``out``
+    is not empty and ``overwrite`` is false, is or contains an input, or is a folder other than a
+    prepared dataset (``out`` is then left untouched), and `FolderLockedError` while another prepare
+    works on ``out``. ``overwrite`` replaces only the dataset's own files (`DATASET_FILES`).
     """
     src, out = Path(src), Path(out)
     if normal_convention not in maps.CONVENTIONS:
         raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
     if not (math.isfinite(displacement_height) and displacement_height > 0):
         raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
+    if int(workers) < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     check_dataset_out(out, [src, *([mask] if mask is not None else [])], overwrite)
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
         mask_file = Path(mask)
-    height, width = _common_size(subjects, mask_file, problems)
-    crop_box = _parse_crop(crop, height, width)
-    plan = _Plan(subjects, crop_box, normal_convention, displacement_height, progress)
-    ch, cw = plan.canvas(height, width)
-    vis, mask_source, ranges, scale = _check_all(plan, src, mask_file, ch, cw)
-    manifest = {
-        "format": STORE_FORMAT, "version": STORE_VERSION, "canvas": {"height": ch, "width": cw},
-        "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
-        "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
-        "crop": list(crop_box) if crop_box else None, "mask": mask_source,
-        "preview": dict(zip(("height", "width"), _preview_size(ch, cw))), "dtype": "uint16",
-        "source": str(src.resolve()), "source_size": {"height": height, "width": width},
-        "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "gantlitz_version": __version__,
-    }
-    make_dirs(out.parent)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        _write_store(plan, tmp, vis, ranges, scale, manifest)
-        install_dir(tmp, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    height, width = common_size(subjects, mask_file, problems)
+    box = parse_crop(crop, height, width)
+    canvas = _canvas(box, height, width)
+    job = _Job(out, tuple(subjects), box, normal_convention, float(displacement_height), canvas,
+               _preview_size(*canvas), -1 if workers == 1 else max(1, (os.cpu_count() or 1) // workers))
+    files = {f"{s.name}/{k}": p for s in subjects for k, p in sorted(s.files.items())}
+    if mask_file is not None:
+        files["mask"] = mask_file
+    options = {"crop": list(box) if box else None, "mask": str(Path(mask_file).resolve()) if mask_file else None,
+               "normal_convention": normal_convention, "displacement_height": float(displacement_height)}
+    stamp = fingerprint(files, options)
+    with Staging(out) as staging:
+        try:
+            _open_staging(staging, stamp, job, resume=resume, overwrite=overwrite)
+            with _Runner(job, int(workers), progress) as runner:
+                mask_source = _mask_pass(staging, job, runner, mask_file, src)
+                _write_pass(staging, job, runner)
+                scale = _finalise_pass(staging, job, runner)
+        except BaseException as exc:
+            if isinstance(exc, PrepareError) or not staging.exists():  # bad input, or nothing to resume yet
+                staging.remove()
+            elif not isinstance(exc, GantlitzError):  # not a refusal: interrupted or failed mid-way
+                log.warning("prepare stopped: %s keeps %s; run the same command with --resume to continue",
+                            staging.path, staging.summary())
+            raise
+        manifest = {
+            "format": STORE_FORMAT, "version": STORE_VERSION, "canvas": {"height": canvas[0], "width": canvas[1]},
+            "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
+            "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
+            "crop": list(box) if box else None, "mask": mask_source,
+            "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
+            "source": str(src.resolve()), "source_size": {"height": height, "width": width},
+            "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "gantlitz_version": __version__,
+        }
+        staging.drop_heights()
+        write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), fsync=True)
+        make_dirs(out.parent)
+        install_dir(staging.store, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
+        staging.remove()
     return out
 
 
-@dataclass
-class _Plan:
-    """What every pass over the subjects needs."""
-
-    subjects: list[SubjectFiles]
-    crop_box: tuple[int, int, int, int] | None
-    normal_convention: str
-    displacement_height: float
-    progress: bool
-
-    def canvas(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after the crop, checked against the canvas multiple."""
-        ch, cw = (self.crop_box[3], self.crop_box[2]) if self.crop_box else (height, width)
-        if ch % CANVAS_MULTIPLE or cw % CANVAS_MULTIPLE:
-            raise PrepareError([
-                f"canvas {cw}x{ch} (after crop) is not divisible by {CANVAS_MULTIPLE}; pass --crop X,Y,W,H with W and "
-                f"H multiples of {CANVAS_MULTIPLE} (training later checks its own patch size against the canvas)"
-            ])
-        return ch, cw
-
-    def load(self, subj: SubjectFiles) -> tuple[Any, list[str]]:
-        return _load_subject(subj, self.crop_box, self.normal_convention, self.displacement_height)
-
-    def each(self, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(self.subjects, desc=desc, unit="subject", disable=not self.progress)
+def _canvas(box: Box | None, height: int, width: int) -> tuple[int, int]:
+    """(height, width) after the crop, checked against the canvas multiple."""
+    ch, cw = (box[3], box[2]) if box else (height, width)
+    if ch % CANVAS_MULTIPLE or cw % CANVAS_MULTIPLE:
+        raise PrepareError([
+            f"canvas {cw}x{ch} (after crop) is not divisible by {CANVAS_MULTIPLE}; pass --crop X,Y,W,H with W and "
+            f"H multiples of {CANVAS_MULTIPLE} (training later checks its own patch size against the canvas)"
+        ])
+    return ch, cw
 
 
-def _common_size(subjects: list[SubjectFiles], mask_file: Path | None, problems: list[str]) -> tuple[int, int]:
-    """Pass 0, headers only: the (height, width) all maps share; every unreadable or odd-sized file is a
-    problem (raised together with the layout problems found so far)."""
-    sizes: dict[Path, tuple[int, int, int]] = {}
-    for path in [p for subj in subjects for p in subj.files.values()] + ([mask_file] if mask_file else []):
-        try:
-            sizes[path] = imageio.image_size(path)
-        except imageio.ImageError as exc:
-            problems.append(str(exc))
-    hw = [s[:2] for s in sizes.values()]
-    ref = max(set(hw), key=hw.count) if hw else (0, 0)
-    problems += [f"{path}: size {s[1]}x{s[0]} differs from the other maps ({ref[1]}x{ref[0]})"
-                 for path, s in sizes.items() if s[:2] != ref]
-    if problems:
-        raise PrepareError(problems)
-    return ref
+def _open_staging(staging: Staging, stamp: dict[str, Any], job: _Job, *, resume: bool, overwrite: bool) -> None:
+    """Continue the interrupted prepare (resume), refuse to touch it (neither flag) or start afresh."""
+    names = [s.name for s in job.subjects]
+    if staging.exists() and not (overwrite and not resume):
+        journal = staging.load()
+        if not resume:
+            raise OutputExistsError(job.out, f"an interrupted `gantlitz prepare` of it is in {staging.path} "
+                                             f"({staging.summary()}); pass --resume to continue it or --overwrite to "
+                                             "start again")
+        changes = fingerprint_changes(journal["fingerprint"], stamp)
+        if changes or journal.get("subjects") != names:
+            raise InputError(f"{staging.path}: the inputs differ from the interrupted prepare, which can not be "
+                             "resumed:\n" + "\n".join(f"  - {c}" for c in changes or ["the subjects differ"])
+                             + "\npass --overwrite (without --resume) to start again")
+        log.info("resuming the prepare of %s: %s", job.out, staging.summary())
+        return
+    staging.clear()
+    free = shutil.disk_usage(staging.path).free
+    need = Staging.bytes_needed(len(names), job.canvas, job.preview)
+    if need > free:
+        raise OutputError(staging.path.parent, f"not enough disk space: {len(names)} subjects at "
+                                               f"{job.canvas[1]}x{job.canvas[0]} need {need / 1e9:.1f} GB (the store "
+                                               f"and temporary heights), {free / 1e9:.1f} GB are free")
+    staging.start(stamp, names)
 
 
-def _check_all(plan: _Plan, src: Path, mask_file: Path | None, ch: int, cw: int):
-    """Pass 1: decode and check every file; returns the visibility mask, its source, every subject's
-    height range and the dataset-wide displacement scale (the widest range)."""
-    problems: list[str] = []
-    file_mask = None
+def _mask_pass(staging: Staging, job: _Job, runner: _Runner, mask_file: Path | None, src: Path) -> str:
+    """The visibility mask into the store (and the arrays allocated); returns where it came from.
+
+    A mask file is just read: the write pass then checks each scan as it decodes it, so every file is
+    decoded once.  A derived mask needs every subject first: pass 1 (check) decodes and checks them all.
+    """
+    journal = staging.journal
     if mask_file is not None:
-        try:
-            file_mask = (_crop(imageio.read_image(mask_file), plan.crop_box)[:, :, 0] > 0.5).astype(np.uint8)
-            if not file_mask.any():
-                problems.append(f"{mask_file}: mask is empty (no pixel > 0.5)")
-        except imageio.ImageError as exc:
-            problems.append(str(exc))
-    loaded = []
-    derived = np.zeros((ch, cw), np.uint8) if file_mask is None else None
-    for subj in plan.each("check"):
-        res, probs = plan.load(subj)
-        problems += probs
-        loaded.append(res)
-        if res is not None and derived is not None:
-            kind, albedo, spec, data = res
-            extra = [maps.encode_normals(data)] if kind == "normal" else []
-            derived |= maps.derive_mask([albedo, spec[..., None], *extra], background="border",
-                                        tol=3.0 / 255.0, clean=False)
+        vis, problems = read_mask(mask_file, job.box)
+        if problems:
+            raise PrepareError(problems)
+    if not journal["mask"]:
+        if mask_file is None:
+            vis = _check_pass(staging, job, runner, src)
+        np.save(staging.store / "mask.npy", vis.astype(np.uint8))
+        staging.create_arrays(len(job.subjects), job.canvas, job.preview)
+        journal["mask"] = True
+        staging.save()
+    return "derived" if mask_file is None else str(Path(mask_file).resolve())
+
+
+def _check_pass(staging: Staging, job: _Job, runner: _Runner, src: Path) -> np.ndarray:
+    """Pass 1 (derived masks): every problem of every subject, and the OR of their visible pixels, cleaned."""
+    journal = staging.journal
+    problems: list[str] = []
+    derived = staging.partial_mask(job.canvas)
+    todo = [i for i, s in enumerate(job.subjects) if s.name not in journal["checked"]]
+
+    def done(i: int, result: tuple[list[str], np.ndarray | None]) -> None:
+        probs, bits = result
+        problems.extend(probs)
+        if probs:
+            return
+        derived[...] |= np.unpackbits(bits, count=derived.size).reshape(derived.shape)
+        staging.save_partial_mask(derived)
+        journal["checked"].append(job.subjects[i].name)
+        staging.save()
+
+    runner.run("check", todo, _check_step, done=done)
     if problems:
         raise PrepareError(problems)
-    if file_mask is not None:
-        vis, mask_source = file_mask, str(Path(mask_file).resolve())
-    else:
-        vis = maps.clean_mask(derived, min_island=max(16, int(1e-4 * derived.size)))
-        mask_source = "derived"
-        if not vis.any():
-            raise PrepareError([f"{src}: the derived mask is empty (all maps equal their border value); pass --mask"])
-    ranges = []
-    for kind, _, _, data in loaded:
-        hv = _height(kind, data, vis, plan.normal_convention)[vis > 0]
-        ranges.append((float(hv.min()), float(hv.max())))
+    vis = maps.clean_mask(derived, min_island=max(16, int(1e-4 * derived.size)))
+    if not vis.any():
+        raise PrepareError([f"{src}: the derived mask is empty (all maps equal their border value); pass --mask"])
+    return vis
+
+
+def _write_pass(staging: Staging, job: _Job, runner: _Runner) -> None:
+    """Pass 2: albedo, specular, previews and the float heights; each subject's range is journaled.  Every
+    problem found while decoding is collected and raised at the end (the store is then never installed)."""
+    written = staging.journal["written"]
+    todo = [i for i, s in enumerate(job.subjects) if s.name not in written]
+    problems: list[str] = []
+
+    def done(i: int, result: tuple[list[str], tuple[float, float] | None]) -> None:
+        probs, rng = result
+        problems.extend(probs)
+        if rng is not None:
+            written[job.subjects[i].name] = list(rng)
+            staging.save()
+
+    runner.run("write", todo, _write_step, done=done)
+    if problems:
+        raise PrepareError(problems)
+
+
+def _finalise_pass(staging: Staging, job: _Job, runner: _Runner) -> float:
+    """Pass 3: every height on the one displacement scale; returns the scale (canvas px per unit)."""
+    journal = staging.journal
+    ranges = [journal["written"][s.name] for s in job.subjects]
     scale = max(hi - lo for lo, hi in ranges)
-    return vis, mask_source, ranges, scale if np.isfinite(scale) and scale > 0 else 1.0
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    finalised = journal["finalised"]
+    todo = [i for i, s in enumerate(job.subjects) if s.name not in finalised]
 
+    def done(i: int, _: None) -> None:
+        finalised.append(job.subjects[i].name)
+        staging.save()
 
-def _write_store(plan: _Plan, tmp: Path, vis: np.ndarray, ranges: list[tuple[float, float]], scale: float,
-                 manifest: dict[str, Any]) -> None:
-    """Pass 2: textures, previews and mask into `tmp`, the manifest last (fsynced)."""
-    n, (ch, cw) = len(plan.subjects), (manifest["canvas"]["height"], manifest["canvas"]["width"])
-    ph, pw = manifest["preview"]["height"], manifest["preview"]["width"]
-    tex = np.lib.format.open_memmap(tmp / "textures.npy", mode="w+", dtype=np.uint16, shape=(n, ch, cw, 5))
-    prev = np.lib.format.open_memmap(tmp / "preview.npy", mode="w+", dtype=np.uint16, shape=(n, ph, pw, 5))
-    inv = vis == 0
-    for i, subj in enumerate(plan.each("write")):
-        res, probs = plan.load(subj)
-        if probs:  # the files changed since pass 1
-            raise PrepareError(probs)
-        kind, albedo, spec, data = res
-        lo, hi = ranges[i]
-        disp = 0.5 + (_height(kind, data, vis, plan.normal_convention) - 0.5 * (lo + hi)) / scale
-        full = np.concatenate([albedo, spec[..., None], disp[..., None]], axis=2).astype(np.float32)
-        full[inv] = 0.5
-        tex[i] = _quantise(full)
-        prev[i] = _quantise(resize(full, ph, pw))
-        del full, disp
-    tex.flush()
-    prev.flush()
-    del tex, prev
-    np.save(tmp / "mask.npy", vis.astype(np.uint8))
-    write_text(tmp / "manifest.json", json.dumps(manifest, indent=2), fsync=True)
+    runner.run("finalise", todo, _finalise_step, ranges, scale, done=done)
+    return scale

@@ -694,7 +694,7 @@ def train(
     train.keep_checkpoints kept), RUN/model.safetensors (G_ema) at the end, TensorBoard logs, previews.
     The run directory is locked while training (`gantlitz.train.run`).
 
-    Raises `ConfigError`, `RunExistsError`, `RunLockedError`, `TrainingDiverged` (NaN/Inf; last good
+    Raises `ConfigError`, `RunExistsError`, `FolderLockedError`, `TrainingDiverged` (NaN/Inf; last good
     checkpoint kept) or `TrainingInterrupted` (SIGINT/SIGTERM; checkpoint written). Launch with torchrun
     for several GPUs.
     """

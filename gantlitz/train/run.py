@@ -9,7 +9,7 @@ RUN/metrics.jsonl, RUN/logs/, RUN/previews/
 RUN/.lock                 holder (pid, host) of the advisory lock while a process trains in RUN
 ```
 
-Rules: a run directory is used by one process at a time (`RunLock`); without --resume or --overwrite an
+Rules: a run directory is used by one process at a time (`outputs.FolderLock`); without --resume or --overwrite an
 existing run is refused; --overwrite removes only the entries above (never other files, never a folder
 holding the dataset); --resume continues from the newest checkpoint that loads and holds finite weights,
 naming every newer one it skips; leftovers of killed checkpoint writes are removed at start.
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
-import fcntl
 import json
 import logging
 import os
 import platform
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +32,17 @@ import torch
 
 from .. import checkpoint
 from ..config import ConfigError, preset_from_dict
-from ..errors import GantlitzError, OutputError, RunLockedError
-from ..outputs import check_output_dir, make_dirs, remove_owned, remove_temporaries, write_json, write_text
+from ..errors import GantlitzError
+from ..outputs import (LOCK_NAME, FolderLock, check_output_dir, make_dirs, remove_owned, remove_temporaries, write_json,
+                       write_text)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainError", "ConfigError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted", "RunLock",
+__all__ = ["TrainError", "ConfigError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted",
            "RunDirectory", "Resumable", "RUN_ENTRIES", "history_entry", "versions", "check_dataset"]
 
 RUN_ENTRIES = frozenset({"config.json", "checkpoints", "model.safetensors", "metrics.jsonl", "logs", "previews"})
 """What a training run writes into its directory: all that --overwrite may remove there."""
-LOCK_NAME = ".lock"
 
 
 class TrainError(GantlitzError, RuntimeError):
@@ -72,61 +69,6 @@ class TrainingInterrupted(TrainError):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-class RunLock:
-    """An advisory `flock` on RUN/.lock holding the owner's pid and host.
-
-    The kernel drops the lock when its process dies (even by kill -9), so a lock file left behind is
-    recognised as stale and taken over; the file itself is never deleted (deleting it would let two
-    processes lock two different files).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise OutputError(self.path, "permission denied (can not lock the run directory)") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = self._read(fd)
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise RunLockedError(
-                f"{self.path.parent} is in use by another training process (pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')}, since {holder.get('since', '?')}); wait for it to end or stop it"
-            ) from None
-        stale = self._read(fd)
-        if stale:
-            log.warning("%s: taking over the lock left by pid %s on %s (that process no longer holds it)",
-                        self.path.parent, stale.get("pid", "?"), stale.get("host", "?"))
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": datetime.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        self._fd = fd
-
-    @staticmethod
-    def _read(fd: int) -> dict[str, Any]:
-        try:
-            data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        except (ValueError, UnicodeDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        os.ftruncate(self._fd, 0)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
 
 
 @dataclass
@@ -162,7 +104,7 @@ class RunDirectory:
     """One training run's folder (see the module docstring for its files and rules)."""
 
     path: Path
-    lock: RunLock = field(init=False)
+    lock: FolderLock = field(init=False)
     checkpoints: Path = field(init=False)
     config: Path = field(init=False)
     metrics: Path = field(init=False)
@@ -170,7 +112,7 @@ class RunDirectory:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        self.lock = RunLock(self.path)
+        self.lock = FolderLock(self.path, "training process")
         self.checkpoints = self.path / "checkpoints"
         self.config = self.path / "config.json"
         self.metrics = self.path / "metrics.jsonl"

@@ -1,0 +1,163 @@
+"""Where `gantlitz prepare` builds a dataset: the hidden, resumable sibling folder ``.OUT.partial``.
+
+Layout::
+
+    .OUT.partial/
+        .lock            one prepare at a time (`outputs.FolderLock`)
+        progress.json    the journal: the inputs' fingerprint and every finished step of every subject
+        derived.npy      the OR of the subjects' visible pixels so far (derived masks only)
+        heights.npy      float32 heights of the written subjects (until the displacement scale is known)
+        store/           the dataset itself, installed as OUT at the end (manifest.json written last)
+
+The journal is updated (atomically) only after a subject's arrays are flushed, so after a kill the
+journal never claims work that is not on disk; redoing an unjournaled subject writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import InputError
+from ..outputs import LOCK_NAME, FolderLock, make_dirs, write_text
+
+__all__ = ["Staging", "fingerprint", "fingerprint_changes"]
+
+JOURNAL = "progress.json"
+JOURNAL_VERSION = 1
+
+
+def _file_state(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def fingerprint(files: Mapping[str, Path], options: Mapping[str, Any]) -> dict[str, Any]:
+    """What the store depends on: every input file's size and modification time, and the options that
+    change pixels.  A resume is refused when it differs."""
+    return {"options": dict(options), "files": {key: _file_state(path) for key, path in files.items()}}
+
+
+def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 6) -> list[str]:
+    """What differs between two fingerprints, in words (at most ``limit`` items and a count)."""
+    changes = [f"option {k}: was {old['options'].get(k)!r}, now {new['options'].get(k)!r}"
+               for k in sorted(set(old["options"]) | set(new["options"]))
+               if old["options"].get(k) != new["options"].get(k)]
+    before, after = old["files"], new["files"]
+    changes += [f"{k}: new since the interrupted prepare" for k in sorted(set(after) - set(before))]
+    changes += [f"{k}: gone since the interrupted prepare" for k in sorted(set(before) - set(after))]
+    changes += [f"{k}: changed since the interrupted prepare (size or modification time)"
+                for k in sorted(set(before) & set(after)) if list(before[k]) != list(after[k])]
+    if len(changes) > limit:
+        changes = changes[:limit] + [f"... and {len(changes) - limit} more"]
+    return changes
+
+
+class Staging:
+    """The partial dataset of OUT: its lock, journal and arrays.  Use as a context manager (locks)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.path = self.out.parent / f".{self.out.name}.partial"
+        self.store = self.path / "store"
+        self.journal: dict[str, Any] = {}
+        self._lock = FolderLock(self.path, "`gantlitz prepare`")
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Staging":
+        make_dirs(self.path)
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def exists(self) -> bool:
+        return (self.path / JOURNAL).is_file()
+
+    def clear(self) -> None:
+        """Start again: remove everything but the lock (held by this process)."""
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        self.journal = {}
+
+    def remove(self) -> None:
+        """Delete the folder (after release: nothing of a failed or finished prepare stays behind)."""
+        self._lock.release()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # -- the journal ------------------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        """Read the journal of an interrupted prepare; a damaged one is an error that says what to do."""
+        path = self.path / JOURNAL
+        try:
+            journal = json.loads(path.read_text())
+            if journal.get("version") != JOURNAL_VERSION:
+                raise ValueError(f"version {journal.get('version')!r}, expected {JOURNAL_VERSION}")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InputError(f"{path}: unreadable progress journal ({exc}); pass --overwrite to start the "
+                             "prepare again") from None
+        self.journal = journal
+        return journal
+
+    def start(self, fingerprint_: Mapping[str, Any], subjects: list[str]) -> None:
+        """A new journal (after `clear`)."""
+        self.journal = {"version": JOURNAL_VERSION, "fingerprint": dict(fingerprint_), "subjects": subjects,
+                        "checked": [], "mask": False, "written": {}, "finalised": []}
+        make_dirs(self.store)
+        self.save()
+
+    def save(self) -> None:
+        write_text(self.path / JOURNAL, json.dumps(self.journal, indent=1), overwrite=True, fsync=True)
+
+    def summary(self) -> str:
+        """How far an interrupted prepare got, in words."""
+        j = self.journal
+        n = len(j.get("subjects", []))
+        done = [] if j.get("mask") else [f"{len(j.get('checked', []))}/{n} checked"]
+        done += [f"{len(j.get('written', {}))}/{n} written", f"{len(j.get('finalised', []))}/{n} finalised"]
+        return "subjects: " + ", ".join(done)
+
+    # -- arrays -----------------------------------------------------------------------------------
+    def create_arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> None:
+        """Allocate the store's arrays and the heights (sparse files: disk fills as subjects are written)."""
+        for path, dtype, shape in self._arrays(n, canvas, preview):
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+
+    def _arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]):
+        return [(self.store / "textures.npy", np.uint16, (n, *canvas, 5)),
+                (self.store / "preview.npy", np.uint16, (n, *preview, 5)),
+                (self.path / "heights.npy", np.float32, (n, *canvas))]
+
+    def drop_heights(self) -> None:
+        (self.path / "heights.npy").unlink(missing_ok=True)
+
+    @staticmethod
+    def bytes_needed(n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> int:
+        """Disk for the store plus the temporary heights."""
+        h, w = canvas
+        return n * (h * w * (5 * 2 + 4) + preview[0] * preview[1] * 5 * 2) + h * w
+
+    def open_array(self, name: str) -> np.memmap:
+        """A writable memory map of one of the arrays; drop it after each subject so the written pages
+        leave this process's memory."""
+        path = self.path / name if name == "heights.npy" else self.store / name
+        return np.load(path, mmap_mode="r+")
+
+    def save_partial_mask(self, mask: np.ndarray) -> None:
+        tmp = self.path / "derived.tmp.npy"
+        np.save(tmp, mask)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / "derived.npy")
+
+    def partial_mask(self, canvas: tuple[int, int]) -> np.ndarray:
+        path = self.path / "derived.npy"
+        return np.load(path) if path.is_file() else np.zeros(canvas, np.uint8)
