@@ -99,8 +99,8 @@ def read_image(path: str | os.PathLike, *, check_finite: bool = True, native: bo
 
 
 def to_unit_float(samples: np.ndarray) -> np.ndarray:
-    """Samples of any file type as float32, integers normalised by their type's maximum (as OpenImageIO
-    does: uint8 / 255, uint16 / 65535); float samples are returned as stored."""
+    """Samples of any file type as float32, integers normalised by their type's maximum (uint8 / 255,
+    uint16 / 65535: within 1 ulp of OpenImageIO's own float decode); float samples are returned as stored."""
     if samples.dtype.kind in "ui":
         return np.divide(samples, np.float32(np.iinfo(samples.dtype).max), dtype=np.float32)
     return samples.astype(np.float32, copy=False)

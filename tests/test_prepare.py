@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import shutil
@@ -324,3 +325,72 @@ def test_the_prepare_benchmark_runs_and_reports_each_count(tmp_path):
     for r in rows:
         assert r[2].strip() == "512²" and r[4].strip() == "file" and float(r[6]) > 0
         assert float(r[9].split("/")[0]) > 0.1  # peak RSS in GB, measured
+
+
+def _kill_script(patch: str) -> str:
+    """A child that runs prepare(SRC, OUT, overwrite=True) with `patch` applied and dies by SIGKILL in it."""
+    return ("import os, signal, sys\nimport gantlitz.data.prepare as prep\nimport gantlitz.outputs as outputs\n"
+            + patch + "\nprep.prepare(sys.argv[1], sys.argv[2], progress=False, overwrite=True)\n")
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_prepare_killed_while_installing_resumes(raw_dataset, prepared_store, tmp_path, existing):
+    """SIGKILL after the first array moved into OUT (over an older dataset) or after the store was renamed
+    to OUT (a new one): --resume completes OUT and removes the staging folder."""
+    out = tmp_path / "ds"
+    if existing:
+        shutil.copytree(prepared_store, out)
+        (out / "textures.npy").write_bytes(b"old")  # an older dataset, to be replaced
+        patch = ("real = os.replace\n"
+                 "def replace(a, b):\n"
+                 "    real(a, b)\n"
+                 "    if str(b).endswith('ds/preview.npy'):\n"
+                 "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                 "os.replace = replace\n")
+    else:
+        patch = ("real = prep.Staging.remove\n"
+                 "def remove(self):\n"
+                 "    if not self.store.exists():\n"
+                 "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                 "    real(self)\n"
+                 "prep.Staging.remove = remove\n")
+    res = subprocess.run([sys.executable, "-c", _kill_script(patch), str(raw_dataset), str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert json.loads((tmp_path / ".ds.partial" / "progress.json").read_text())["installing"] is True
+    prep.prepare(raw_dataset, out, progress=False, resume=True, overwrite=existing)
+    assert not (tmp_path / ".ds.partial").exists()
+    _same_store(out, prepared_store)
+
+
+def test_a_damaged_journal_is_a_clear_error(raw_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    with monkeypatch.context() as m:
+        _interrupt(m, "_write_step", at=2)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(raw_dataset, out, progress=False)
+    journal = tmp_path / ".ds.partial" / "progress.json"
+    data = json.loads(journal.read_text())
+    del data["fingerprint"]
+    journal.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"progress.json: unreadable progress journal \(no fingerprint\); pass "
+                                         r"--overwrite"):
+        prep.prepare(raw_dataset, out, progress=False, resume=True)
+    journal.write_text("{")
+    res = _run(raw_dataset, out, "--resume")
+    assert res.exit_code != 0 and "unreadable progress journal" in res.output
+    assert _run(raw_dataset, out, "--overwrite").exit_code == 0 and PatchStore(out).canvas == (256, 256)
+
+
+def test_a_full_disk_is_said_and_the_prepare_resumes_after(raw_dataset, prepared_store, tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "ds"
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", full)
+        res = _run(raw_dataset, out)
+    assert res.exit_code != 0 and "textures.npy: can not reserve" in res.output and "No space left" in res.output
+    assert not out.exists()
+    assert _run(raw_dataset, out, "--resume").exit_code == 0
+    _same_store(out, prepared_store)

@@ -88,7 +88,7 @@ def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | N
               help="Continue an interrupted prepare of OUT (kept in the hidden folder .OUT.partial beside it) from "
                    "its last finished subject; the inputs and options must be unchanged.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Subjects prepared in parallel processes; memory grows with it (about 2.3 GB each for 8K scans).")
+              help="Subjects prepared in parallel processes; memory grows with it (about 2.2 GB each for 8K scans).")
 def prepare_cmd(src: Path, out: Path, crop: str | None, mask: Path | None, no_flip: bool, normal_convention: str,
                 displacement_height: float, overwrite: bool, resume: bool, workers: int) -> None:
     """Validate the scans in SRC (one folder per subject) and write the patch store OUT.

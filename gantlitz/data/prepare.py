@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,14 +57,18 @@ DATASET_FILES = frozenset({"manifest.json", "textures.npy", "mask.npy", "preview
 """What `prepare` writes into OUT: all that `--overwrite` may replace there."""
 
 
+class PrepareStopped(GantlitzError, RuntimeError):
+    """The prepare could not go on (a worker process died); what is done is kept for --resume."""
+
+
 def _preview_size(height: int, width: int) -> tuple[int, int]:
     s = min(1.0, PREVIEW_MAX / max(height, width))
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def _quantise(x: np.ndarray) -> np.ndarray:
-    """[0, 1] → uint16 with one float temporary (an 8K subject's colours are 400 MB as float32)."""
-    y = np.clip(x, 0.0, 1.0)
+def _quantise(x: np.ndarray, *, consume: bool = False) -> np.ndarray:
+    """[0, 1] → uint16; ``consume`` works in ``x`` itself (an 8K subject's colours are 400 MB as float32)."""
+    y = np.clip(x, 0.0, 1.0, out=x if consume else None)
     y *= 65535.0
     np.rint(y, out=y)
     return y.astype(np.uint16)
@@ -120,12 +125,15 @@ def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | Non
     height = scan.height(vis, job.convention, job.threads)
     inside = height[vis > 0]
     lo, hi = float(inside.min()), float(inside.max())
-    colour = np.concatenate([scan.albedo, scan.specular[..., None]], axis=2).astype(np.float32)
-    del scan
-    colour[vis == 0] = 0.5
-    _put(staging, "textures.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(colour))
-    _put(staging, "preview.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(resize(colour, *job.preview)))
     _put(staging, "heights.npy", i, (), height)
+    del height, inside
+    albedo, specular = scan.albedo, scan.specular
+    del scan  # the normals go
+    colour = np.concatenate([albedo, specular[..., None]], axis=2, dtype=np.float32)
+    del albedo, specular
+    colour[vis == 0] = 0.5
+    _put(staging, "preview.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(resize(colour, *job.preview)))
+    _put(staging, "textures.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(colour, consume=True))
     return [], (lo, hi)
 
 
@@ -139,9 +147,9 @@ def _finalise_step(job: _Job, i: int, ranges: list[list[float]], scale: float) -
     disp = 0.5 + (np.asarray(heights[i]) - centre) / scale
     del heights
     disp[vis == 0] = 0.5
-    _put(staging, "textures.npy", i, (slice(None), slice(None), 4), _quantise(disp))
     preview = _quantise(resize(disp[..., None], *job.preview))[..., 0]
     _put(staging, "preview.npy", i, (slice(None), slice(None), 4), preview)
+    _put(staging, "textures.npy", i, (slice(None), slice(None), 4), _quantise(disp, consume=True))
 
 
 def _put(staging: Staging, name: str, i: int, where: tuple, values: np.ndarray) -> None:
@@ -213,6 +221,11 @@ class _Runner:
                                              initializer=_init_worker, initargs=(self.job.threads,))
         futures = {self._pool.submit(_timed, fn, self.job, i, *args): i for i in todo}
         for future in as_completed(futures):
+            if isinstance(future.exception(), BrokenProcessPool):
+                raise PrepareStopped(
+                    f"a worker process died while preparing {self.job.subjects[futures[future]].name} (out of "
+                    f"memory? each worker needs about 2.2 GB for 8K scans): run the same command with --resume "
+                    f"and fewer --workers") from future.exception()
             yield futures[future], future.result()
 
 
@@ -251,7 +264,8 @@ def prepare(
         raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
     if int(workers) < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    check_dataset_out(out, [src, *([mask] if mask is not None else [])], overwrite)
+    inputs = [src, *([mask] if mask is not None else [])]
+    check_output_dir(out, inputs=inputs, overwrite=True, what="dataset")  # OUT is no input: checked before staging
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
         mask_file = Path(mask)
@@ -259,7 +273,7 @@ def prepare(
     box = parse_crop(crop, height, width)
     canvas = _canvas(box, height, width)
     job = _Job(out, tuple(subjects), box, normal_convention, float(displacement_height), canvas,
-               _preview_size(*canvas), -1 if workers == 1 else max(1, (os.cpu_count() or 1) // workers))
+               _preview_size(*canvas), -1 if workers == 1 else max(1, len(os.sched_getaffinity(0)) // workers))
     files = {f"{s.name}/{k}": p for s in subjects for k, p in sorted(s.files.items())}
     if mask_file is not None:
         files["mask"] = mask_file
@@ -268,11 +282,33 @@ def prepare(
     stamp = fingerprint(files, options)
     with Staging(out) as staging:
         try:
-            _open_staging(staging, stamp, job, resume=resume, overwrite=overwrite)
-            with _Runner(job, int(workers), progress) as runner:
-                mask_source = _mask_pass(staging, job, runner, mask_file, src)
-                _write_pass(staging, job, runner)
-                scale = _finalise_pass(staging, job, runner)
+            journal = staging.load() if resume and staging.exists() else {}
+            if resume and journal.get("installing"):  # killed while moving the finished store into OUT
+                _check_resumable(staging, stamp, [s.name for s in subjects])
+            else:
+                check_dataset_out(out, inputs, overwrite)
+                _open_staging(staging, stamp, job, resume=resume, overwrite=overwrite)
+                with _Runner(job, int(workers), progress) as runner:
+                    mask_source = _mask_pass(staging, job, runner, mask_file, src)
+                    _write_pass(staging, job, runner)
+                    scale = _finalise_pass(staging, job, runner)
+                manifest = {
+                    "format": STORE_FORMAT, "version": STORE_VERSION,
+                    "canvas": {"height": canvas[0], "width": canvas[1]},
+                    "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
+                    "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
+                    "crop": list(box) if box else None, "mask": mask_source,
+                    "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
+                    "source": str(src.resolve()), "source_size": {"height": height, "width": width},
+                    "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "gantlitz_version": __version__,
+                }
+                staging.drop_heights()
+                write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), overwrite=True, fsync=True)
+                staging.journal["installing"] = True
+                staging.save()
+            _install(staging, out)
         except BaseException as exc:
             if isinstance(exc, PrepareError) or not staging.exists():  # bad input, or nothing to resume yet
                 staging.remove()
@@ -280,21 +316,6 @@ def prepare(
                 log.warning("prepare stopped: %s keeps %s; run the same command with --resume to continue",
                             staging.path, staging.summary())
             raise
-        manifest = {
-            "format": STORE_FORMAT, "version": STORE_VERSION, "canvas": {"height": canvas[0], "width": canvas[1]},
-            "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
-            "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
-            "crop": list(box) if box else None, "mask": mask_source,
-            "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
-            "source": str(src.resolve()), "source_size": {"height": height, "width": width},
-            "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "gantlitz_version": __version__,
-        }
-        staging.drop_heights()
-        write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), fsync=True)
-        make_dirs(out.parent)
-        install_dir(staging.store, out, owned=lambda entry: entry.name in DATASET_FILES, last="manifest.json")
         staging.remove()
     return out
 
@@ -310,20 +331,36 @@ def _canvas(box: Box | None, height: int, width: int) -> tuple[int, int]:
     return ch, cw
 
 
+def _install(staging: Staging, out: Path) -> None:
+    """Move the finished store into OUT (manifest last).  Also finishes an install that was killed half-way:
+    only what is still staged moves, and nothing already in OUT is removed for being absent."""
+    staged = {e.name for e in staging.store.iterdir()} if staging.store.is_dir() else set()
+    if not staged:
+        return  # a kill after the last move: OUT is complete
+    make_dirs(out.parent)
+    install_dir(staging.store, out, owned=lambda entry: entry.name in staged,
+                last="manifest.json" if "manifest.json" in staged else None)
+
+
+def _check_resumable(staging: Staging, stamp: dict[str, Any], names: list[str]) -> None:
+    """Refuse to resume when an input file or a pixel option changed since the interrupted prepare."""
+    changes = fingerprint_changes(staging.journal["fingerprint"], stamp)
+    if changes or staging.journal["subjects"] != names:
+        raise InputError(f"{staging.path}: the inputs differ from the interrupted prepare, which can not be "
+                         "resumed:\n" + "\n".join(f"  - {c}" for c in changes or ["the subjects differ"])
+                         + "\npass --overwrite (without --resume) to start again")
+
+
 def _open_staging(staging: Staging, stamp: dict[str, Any], job: _Job, *, resume: bool, overwrite: bool) -> None:
     """Continue the interrupted prepare (resume), refuse to touch it (neither flag) or start afresh."""
     names = [s.name for s in job.subjects]
     if staging.exists() and not (overwrite and not resume):
-        journal = staging.load()
+        staging.load()
         if not resume:
-            raise OutputExistsError(job.out, f"an interrupted `gantlitz prepare` of it is in {staging.path} "
-                                             f"({staging.summary()}); pass --resume to continue it or --overwrite to "
-                                             "start again")
-        changes = fingerprint_changes(journal["fingerprint"], stamp)
-        if changes or journal.get("subjects") != names:
-            raise InputError(f"{staging.path}: the inputs differ from the interrupted prepare, which can not be "
-                             "resumed:\n" + "\n".join(f"  - {c}" for c in changes or ["the subjects differ"])
-                             + "\npass --overwrite (without --resume) to start again")
+            raise OutputExistsError(job.out, f"an interrupted `gantlitz prepare` of it is kept in {staging.path} "
+                                             f"({staging.summary()}); pass --resume to continue it, or --overwrite to "
+                                             "discard it and start again")
+        _check_resumable(staging, stamp, names)
         log.info("resuming the prepare of %s: %s", job.out, staging.summary())
         return
     staging.clear()

@@ -224,9 +224,10 @@ def load_subject(subj: SubjectFiles, box: Box | None, displacement_height: float
 def read_mask(mask_file: Path, box: Box | None) -> tuple[np.ndarray | None, list[str]]:
     """A mask file (first channel > 0.5 = visible), cropped, as uint8; or the problem."""
     try:
-        mask = (_crop(imageio.read_image(mask_file), box)[:, :, 0] > 0.5).astype(np.uint8)
+        native = imageio.read_image(mask_file, native=True)
     except imageio.ImageError as exc:
         return None, [str(exc)]
+    mask = (imageio.to_unit_float(_crop(native, box)[:, :, :1])[:, :, 0] > 0.5).astype(np.uint8)
     if not mask.any():
         return None, [f"{mask_file}: mask is empty (no pixel > 0.5)"]
     return mask, []

@@ -15,6 +15,7 @@ journal never claims work that is not on disk; redoing an unjournaled subject wr
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,13 +24,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..outputs import LOCK_NAME, FolderLock, make_dirs, write_text
 
 __all__ = ["Staging", "fingerprint", "fingerprint_changes"]
 
 JOURNAL = "progress.json"
 JOURNAL_VERSION = 1
+_JOURNAL_KEYS = ("fingerprint", "subjects", "checked", "mask", "written", "finalised", "installing")
 
 
 def _file_state(path: Path) -> list[int]:
@@ -70,8 +72,14 @@ class Staging:
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Staging":
+        created = not self.path.exists()
         make_dirs(self.path)
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except BaseException:
+            if created:  # e.g. no permission to lock: leave nothing behind
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -81,7 +89,9 @@ class Staging:
         return (self.path / JOURNAL).is_file()
 
     def clear(self) -> None:
-        """Start again: remove everything but the lock (held by this process)."""
+        """Start again: remove everything but the lock (held by this process), the journal first so a
+        kill half-way never leaves a journal that claims removed work."""
+        (self.path / JOURNAL).unlink(missing_ok=True)
         for entry in self.path.iterdir():
             if entry.name == LOCK_NAME:
                 continue
@@ -89,9 +99,16 @@ class Staging:
         self.journal = {}
 
     def remove(self) -> None:
-        """Delete the folder (after release: nothing of a failed or finished prepare stays behind)."""
+        """Delete the folder: nothing of a failed or finished prepare stays behind.  It is renamed aside
+        while still locked, so a prepare starting meanwhile gets a fresh folder and loses nothing."""
+        doomed = self.path.with_name(f"{self.path.name}.removing-{os.getpid()}")
+        try:
+            os.replace(self.path, doomed)
+        except FileNotFoundError:
+            doomed = None
         self._lock.release()
-        shutil.rmtree(self.path, ignore_errors=True)
+        if doomed is not None:
+            shutil.rmtree(doomed, ignore_errors=True)
 
     # -- the journal ------------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
@@ -101,6 +118,9 @@ class Staging:
             journal = json.loads(path.read_text())
             if journal.get("version") != JOURNAL_VERSION:
                 raise ValueError(f"version {journal.get('version')!r}, expected {JOURNAL_VERSION}")
+            missing = [k for k in _JOURNAL_KEYS if k not in journal]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
         except (OSError, ValueError, AttributeError) as exc:
             raise InputError(f"{path}: unreadable progress journal ({exc}); pass --overwrite to start the "
                              "prepare again") from None
@@ -110,7 +130,7 @@ class Staging:
     def start(self, fingerprint_: Mapping[str, Any], subjects: list[str]) -> None:
         """A new journal (after `clear`)."""
         self.journal = {"version": JOURNAL_VERSION, "fingerprint": dict(fingerprint_), "subjects": subjects,
-                        "checked": [], "mask": False, "written": {}, "finalised": []}
+                        "checked": [], "mask": False, "written": {}, "finalised": [], "installing": False}
         make_dirs(self.store)
         self.save()
 
@@ -123,13 +143,24 @@ class Staging:
         n = len(j.get("subjects", []))
         done = [] if j.get("mask") else [f"{len(j.get('checked', []))}/{n} checked"]
         done += [f"{len(j.get('written', {}))}/{n} written", f"{len(j.get('finalised', []))}/{n} finalised"]
-        return "subjects: " + ", ".join(done)
+        return "subjects: " + ", ".join(done) + (", being installed" if j.get("installing") else "")
 
     # -- arrays -----------------------------------------------------------------------------------
     def create_arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> None:
-        """Allocate the store's arrays and the heights (sparse files: disk fills as subjects are written)."""
+        """Allocate the store's arrays and the heights, reserving their disk space now: a memory map that
+        hits a full disk later would kill the process (SIGBUS) instead of saying so."""
         for path, dtype, shape in self._arrays(n, canvas, preview):
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise OutputError(path, f"can not reserve {os.fstat(fd).st_size / 1e9:.1f} GB on disk "
+                                            f"({exc.strerror}); free some space and run again") from None
+                # a filesystem without reservations: the free-space check before is all there is
+            finally:
+                os.close(fd)
 
     def _arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]):
         return [(self.store / "textures.npy", np.uint16, (n, *canvas, 5)),
