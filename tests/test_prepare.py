@@ -186,6 +186,14 @@ def _interrupt(monkeypatch, step, at):
     monkeypatch.setattr(prep, step, wrapped)
 
 
+def _stop_in_the_write_pass(src, out, monkeypatch):
+    """A prepare of src into out stopped by Ctrl-C while writing its second subject."""
+    with monkeypatch.context() as m:
+        _interrupt(m, "_write_step", at=2)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(src, out, progress=False)
+
+
 @pytest.mark.parametrize("step, derived", [("_check_step", True), ("_write_step", True), ("_write_step", False),
                                            ("_finalise_step", False)])
 def test_an_interrupted_prepare_resumes_to_the_same_store(raw_copy, tmp_path, monkeypatch, step, derived):
@@ -252,10 +260,7 @@ def test_a_prepare_killed_mid_subject_resumes_to_the_same_store(raw_dataset, pre
 
 def test_resume_refuses_changed_inputs_and_overwrite_starts_again(raw_copy, tmp_path, monkeypatch):
     out = tmp_path / "ds"
-    with monkeypatch.context() as m:
-        _interrupt(m, "_write_step", at=2)
-        with pytest.raises(KeyboardInterrupt):
-            prep.prepare(raw_copy, out, progress=False)
+    _stop_in_the_write_pass(raw_copy, out, monkeypatch)
     albedo = raw_copy / "subject002" / "albedo.png"
     os.utime(albedo, ns=(albedo.stat().st_atime_ns, albedo.stat().st_mtime_ns + 10**9))
     with pytest.raises(InputError, match="subject002/albedo: changed since the interrupted prepare"):
@@ -365,10 +370,7 @@ def test_a_prepare_killed_while_installing_resumes(raw_dataset, prepared_store, 
 
 def test_a_damaged_journal_is_a_clear_error(raw_dataset, tmp_path, monkeypatch):
     out = tmp_path / "ds"
-    with monkeypatch.context() as m:
-        _interrupt(m, "_write_step", at=2)
-        with pytest.raises(KeyboardInterrupt):
-            prep.prepare(raw_dataset, out, progress=False)
+    _stop_in_the_write_pass(raw_dataset, out, monkeypatch)
     journal = tmp_path / ".ds.partial" / "progress.json"
     data = json.loads(journal.read_text())
     del data["fingerprint"]
