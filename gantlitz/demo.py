@@ -58,7 +58,6 @@ def run_demo(
     """
     import torch
 
-
     if not quick and (minutes <= 0 or seeds < 8):
         raise UsageError(f"the demo needs minutes > 0 and at least 8 seeds (its measures), got {minutes}, {seeds}")
     previous_threads = torch.get_num_threads()

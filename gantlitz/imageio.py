@@ -17,7 +17,8 @@ import OpenImageIO as oiio
 from .errors import GantlitzError
 from .outputs import atomic_path
 
-__all__ = ["ImageError", "read_image", "to_unit_float", "write_image", "image_size", "READ_SUFFIXES", "WRITE_SUFFIXES"]
+__all__ = ["ImageError", "read_image", "to_unit_float", "write_image", "image_size", "READ_SUFFIXES",
+           "WRITE_SUFFIXES"]
 
 READ_SUFFIXES = (".exr", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
 WRITE_SUFFIXES = READ_SUFFIXES
@@ -68,7 +69,7 @@ def read_image(path: str | os.PathLike, *, check_finite: bool = True, native: bo
 
     Integer formats are normalised to [0, 1]; float EXR/TIFF values are returned as stored.  With
     ``native=True`` the samples keep the file's own type (uint8, uint16, float16, ...; convert with
-    `to_unit_float`): decoding an 8K JPEG that way is ~3x faster and a quarter of the memory, so large
+    `to_unit_float`): decoding an 8K JPEG that way is 2.6x faster and a quarter of the memory, so large
     inputs can be cropped before they are widened.  Raises `ImageError` for a missing, unreadable,
     truncated or unsupported file and (unless ``check_finite=False``) for NaN or Inf values.
     """

@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 import numpy as np
 
@@ -40,7 +40,8 @@ from ..config import MODALITY_CHANNELS
 from ..errors import GantlitzError, InputError, OutputError, OutputExistsError, UsageError
 from ..outputs import check_output_dir, install_dir, make_dirs, write_text
 from ..resample import resize
-from .scans import Box, PrepareError, SubjectFiles, common_size, find_subjects, load_subject, parse_crop, read_mask
+from .scans import (Box, PrepareError, Scan, SubjectFiles, common_size, find_subjects, load_subject, parse_crop,
+                    read_mask)
 from .staging import Staging, fingerprint, fingerprint_changes
 from .store import STORE_FORMAT, STORE_VERSION
 
@@ -103,7 +104,15 @@ class _Job:
     preview: tuple[int, int]
     threads: int
 
-    def load(self, i: int):
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.subjects]
+
+    def todo(self, done: Container[str]) -> list[int]:
+        """Indices of the subjects a pass has still to do (``done``: the names its journal lists)."""
+        return [i for i, s in enumerate(self.subjects) if s.name not in done]
+
+    def load(self, i: int) -> tuple[Scan | None, list[str]]:
         return load_subject(self.subjects[i], self.box, self.displacement_height)
 
 
@@ -121,7 +130,7 @@ def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | Non
     if scan is None:
         return problems, None
     staging = Staging(job.out)
-    vis = np.load(staging.store / "mask.npy")
+    vis = staging.mask()
     height = scan.height(vis, job.convention, job.threads)
     inside = height[vis > 0]
     lo, hi = float(inside.min()), float(inside.max())
@@ -132,8 +141,8 @@ def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | Non
     colour = np.concatenate([albedo, specular[..., None]], axis=2, dtype=np.float32)
     del albedo, specular
     colour[vis == 0] = 0.5
-    _put(staging, "preview.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(resize(colour, *job.preview)))
-    _put(staging, "textures.npy", i, (slice(None), slice(None), slice(0, 4)), _quantise(colour, consume=True))
+    _put(staging, "preview.npy", i, np.s_[:, :, :4], _quantise(resize(colour, *job.preview)))
+    _put(staging, "textures.npy", i, np.s_[:, :, :4], _quantise(colour, consume=True))
     return [], (lo, hi)
 
 
@@ -142,14 +151,14 @@ def _finalise_step(job: _Job, i: int, ranges: list[list[float]], scale: float) -
     range is centred at 0.5."""
     centre = 0.5 * (ranges[i][0] + ranges[i][1])
     staging = Staging(job.out)
-    vis = np.load(staging.store / "mask.npy")
+    vis = staging.mask()
     heights = staging.open_array("heights.npy")
     disp = 0.5 + (np.asarray(heights[i]) - centre) / scale
     del heights
     disp[vis == 0] = 0.5
     preview = _quantise(resize(disp[..., None], *job.preview))[..., 0]
-    _put(staging, "preview.npy", i, (slice(None), slice(None), 4), preview)
-    _put(staging, "textures.npy", i, (slice(None), slice(None), 4), _quantise(disp, consume=True))
+    _put(staging, "preview.npy", i, np.s_[:, :, 4], preview)
+    _put(staging, "textures.npy", i, np.s_[:, :, 4], _quantise(disp, consume=True))
 
 
 def _put(staging: Staging, name: str, i: int, where: tuple, values: np.ndarray) -> None:
@@ -194,8 +203,7 @@ class _Runner:
             done: Callable[[int, Any], None]) -> None:
         from tqdm.auto import tqdm
 
-        n = len(self.job.subjects)
-        names = [s.name for s in self.job.subjects]
+        n, names = len(self.job.subjects), self.job.names
         bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="subject", disable=not self.progress)
         start = time.perf_counter()
         try:
@@ -284,7 +292,7 @@ def prepare(
         try:
             journal = staging.load() if resume and staging.exists() else {}
             if resume and journal.get("installing"):  # killed while moving the finished store into OUT
-                _check_resumable(staging, stamp, [s.name for s in subjects])
+                _check_resumable(staging, stamp, job.names)
             else:
                 check_dataset_out(out, inputs, overwrite)
                 _open_staging(staging, stamp, job, resume=resume, overwrite=overwrite)
@@ -295,7 +303,7 @@ def prepare(
                 manifest = {
                     "format": STORE_FORMAT, "version": STORE_VERSION,
                     "canvas": {"height": canvas[0], "width": canvas[1]},
-                    "modalities": dict(MODALITY_CHANNELS), "subjects": [s.name for s in subjects],
+                    "modalities": dict(MODALITY_CHANNELS), "subjects": job.names,
                     "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
                     "crop": list(box) if box else None, "mask": mask_source,
                     "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
@@ -353,7 +361,7 @@ def _check_resumable(staging: Staging, stamp: dict[str, Any], names: list[str]) 
 
 def _open_staging(staging: Staging, stamp: dict[str, Any], job: _Job, *, resume: bool, overwrite: bool) -> None:
     """Continue the interrupted prepare (resume), refuse to touch it (neither flag) or start afresh."""
-    names = [s.name for s in job.subjects]
+    names = job.names
     if staging.exists() and not (overwrite and not resume):
         staging.load()
         if not resume:
@@ -387,7 +395,7 @@ def _mask_pass(staging: Staging, job: _Job, runner: _Runner, mask_file: Path | N
     if not journal["mask"]:
         if mask_file is None:
             vis = _check_pass(staging, job, runner, src)
-        np.save(staging.store / "mask.npy", vis.astype(np.uint8))
+        staging.save_mask(vis)
         staging.create_arrays(len(job.subjects), job.canvas, job.preview)
         journal["mask"] = True
         staging.save()
@@ -399,7 +407,7 @@ def _check_pass(staging: Staging, job: _Job, runner: _Runner, src: Path) -> np.n
     journal = staging.journal
     problems: list[str] = []
     derived = staging.partial_mask(job.canvas)
-    todo = [i for i, s in enumerate(job.subjects) if s.name not in journal["checked"]]
+    todo = job.todo(journal["checked"])
 
     def done(i: int, result: tuple[list[str], np.ndarray | None]) -> None:
         probs, bits = result
@@ -424,7 +432,7 @@ def _write_pass(staging: Staging, job: _Job, runner: _Runner) -> None:
     """Pass 2: albedo, specular, previews and the float heights; each subject's range is journaled.  Every
     problem found while decoding is collected and raised at the end (the store is then never installed)."""
     written = staging.journal["written"]
-    todo = [i for i, s in enumerate(job.subjects) if s.name not in written]
+    todo = job.todo(written)
     problems: list[str] = []
 
     def done(i: int, result: tuple[list[str], tuple[float, float] | None]) -> None:
@@ -446,7 +454,7 @@ def _finalise_pass(staging: Staging, job: _Job, runner: _Runner) -> float:
     scale = max(hi - lo for lo, hi in ranges)
     scale = scale if np.isfinite(scale) and scale > 0 else 1.0
     finalised = journal["finalised"]
-    todo = [i for i, s in enumerate(job.subjects) if s.name not in finalised]
+    todo = job.todo(finalised)
 
     def done(i: int, _: None) -> None:
         finalised.append(job.subjects[i].name)

@@ -210,15 +210,13 @@ def load_subject(subj: SubjectFiles, box: Box | None, displacement_height: float
             raw = raw * 0.5 + 0.5
         else:
             problems += _check_range(path, raw, 0.0, 1.0, "normal")
-        if problems:
-            return None, problems
-        scan = Scan("normal", np.clip(albedo, 0, 1), np.clip(spec, 0, 1), maps.decode_normals(raw))
+    if problems:
+        return None, problems
+    if "normal" in maps_read:
+        kind, data = "normal", maps.decode_normals(raw)
     else:
-        if problems:
-            return None, problems
-        height = maps_read["displacement"][:, :, 0] * np.float32(displacement_height)
-        scan = Scan("displacement", np.clip(albedo, 0, 1), np.clip(spec, 0, 1), height)
-    return scan, []
+        kind, data = "displacement", maps_read["displacement"][:, :, 0] * np.float32(displacement_height)
+    return Scan(kind, np.clip(albedo, 0, 1), np.clip(spec, 0, 1), data), []
 
 
 def read_mask(mask_file: Path, box: Box | None) -> tuple[np.ndarray | None, list[str]]:

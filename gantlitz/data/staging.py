@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..outputs import LOCK_NAME, FolderLock, make_dirs, write_text
+from ..outputs import LOCK_NAME, FolderLock, atomic_path, make_dirs, remove_owned, write_text
 
 __all__ = ["Staging", "fingerprint", "fingerprint_changes"]
 
@@ -92,10 +92,7 @@ class Staging:
         """Start again: remove everything but the lock (held by this process), the journal first so a
         kill half-way never leaves a journal that claims removed work."""
         (self.path / JOURNAL).unlink(missing_ok=True)
-        for entry in self.path.iterdir():
-            if entry.name == LOCK_NAME:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        remove_owned(self.path, lambda entry: entry.name != LOCK_NAME)
         self.journal = {}
 
     def remove(self) -> None:
@@ -149,7 +146,8 @@ class Staging:
     def create_arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> None:
         """Allocate the store's arrays and the heights, reserving their disk space now: a memory map that
         hits a full disk later would kill the process (SIGBUS) instead of saying so."""
-        for path, dtype, shape in self._arrays(n, canvas, preview):
+        for name, (dtype, shape) in self._arrays(n, canvas, preview).items():
+            path = self._path(name)
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
             fd = os.open(path, os.O_RDWR)
             try:
@@ -162,32 +160,43 @@ class Staging:
             finally:
                 os.close(fd)
 
-    def _arrays(self, n: int, canvas: tuple[int, int], preview: tuple[int, int]):
-        return [(self.store / "textures.npy", np.uint16, (n, *canvas, 5)),
-                (self.store / "preview.npy", np.uint16, (n, *preview, 5)),
-                (self.path / "heights.npy", np.float32, (n, *canvas))]
+    @staticmethod
+    def _arrays(n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> dict[str, tuple[type, tuple]]:
+        """name → (dtype, shape) of the per-subject arrays a prepare of n subjects writes."""
+        return {"textures.npy": (np.uint16, (n, *canvas, 5)), "preview.npy": (np.uint16, (n, *preview, 5)),
+                "heights.npy": (np.float32, (n, *canvas))}
+
+    def _path(self, name: str) -> Path:
+        """Where an array lives: the heights beside the store (never installed), the rest in it."""
+        return self.path / name if name == "heights.npy" else self.store / name
 
     def drop_heights(self) -> None:
-        (self.path / "heights.npy").unlink(missing_ok=True)
+        self._path("heights.npy").unlink(missing_ok=True)
 
     @staticmethod
     def bytes_needed(n: int, canvas: tuple[int, int], preview: tuple[int, int]) -> int:
-        """Disk for the store plus the temporary heights."""
-        h, w = canvas
-        return n * (h * w * (5 * 2 + 4) + preview[0] * preview[1] * 5 * 2) + h * w
+        """Disk for the store (the per-subject arrays and the uint8 mask) plus the temporary heights."""
+        return canvas[0] * canvas[1] + sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                                           for dtype, shape in Staging._arrays(n, canvas, preview).values())
 
     def open_array(self, name: str) -> np.memmap:
         """A writable memory map of one of the arrays; drop it after each subject so the written pages
         leave this process's memory."""
-        path = self.path / name if name == "heights.npy" else self.store / name
-        return np.load(path, mmap_mode="r+")
+        return np.load(self._path(name), mmap_mode="r+")
+
+    def save_mask(self, mask: np.ndarray) -> None:
+        """The dataset's visibility mask (uint8) into the store."""
+        np.save(self._path("mask.npy"), mask.astype(np.uint8))
+
+    def mask(self) -> np.ndarray:
+        return np.load(self._path("mask.npy"))
 
     def save_partial_mask(self, mask: np.ndarray) -> None:
-        tmp = self.path / "derived.tmp.npy"
-        np.save(tmp, mask)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path / "derived.npy")
+        """The derived mask so far, atomically and durably (the journal then counts its subjects in)."""
+        with atomic_path(self.path / "derived.npy", overwrite=True) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, mask)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def partial_mask(self, canvas: tuple[int, int]) -> np.ndarray:
         path = self.path / "derived.npy"
