@@ -25,7 +25,9 @@ from machine import short_name
 
 from gantlitz import presets
 from gantlitz.data.sampling import training_locations
-from gantlitz.train.loop import Trainer, parse_overrides, resolve_preset
+from gantlitz.config import parse_overrides
+from gantlitz.presets import resolve as resolve_preset
+from gantlitz.train.loop import Trainer
 from gantlitz.train.monitor import memory_gb
 
 

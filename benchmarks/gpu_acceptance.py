@@ -183,7 +183,8 @@ def learning_check(device: torch.device, quick: bool, minutes: float, work: Path
     from gantlitz.metrics.features import build_extractor, extract_features
     from gantlitz.metrics.kid import kid_splits, summarize
     from gantlitz.metrics.layout import layout_scores
-    from gantlitz.train.loop import resolve_preset, train
+    from gantlitz.presets import resolve as resolve_preset
+    from gantlitz.train.loop import train
 
     subjects, size, fakes = (4, 128, 4) if quick else (24, 256, 24)
     raw = synthesize_dataset(work / "raw", subjects, (size, size), seed=0, progress=False)

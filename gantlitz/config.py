@@ -190,6 +190,24 @@ class TrainConfig:
     g_chunks: int = 1
     """The G step runs in this many chunks of whole location groups, gradients accumulated: G's autograd
     graph (the largest memory item of a step) shrinks by the same factor, at the cost of smaller passes."""
+    moment_weight: float = 0.0
+    """Weight of per-location moment matching (`train.objectives.MomentMatch`): the generated mean of
+    every cell at a patch's location against the data's mean there. 0 turns it off."""
+    moment_cells: int = 8
+    """Cells per patch side for moment matching (a power of two dividing the patch size)."""
+    whole_level: int | None = None
+    """Whole-canvas view (`train.objectives.WholeCanvas`): a second discriminator judges G's skip output
+    at this synthesis level over the whole canvas against the real maps at that size. None turns it off."""
+    whole_weight: float = 1.0
+    """Weight of the whole-canvas view's generator loss."""
+    whole_every: int = 1
+    """Run the whole-canvas view every this many steps."""
+    whole_moment_weight: float = 0.0
+    """Weight of moment matching on the whole-canvas view: the batch's mean coarse map against the data's
+    mean at that size, every pixel of it (a denser signal than per patch). 0 turns it off."""
+    location_stride: int | None = None
+    """Stride of the training location grid in pixels; None is the paper's half patch (50 % overlap).
+    The finest possible is the level-0 unit (a quarter patch): every offset the encoding aligns to."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -428,3 +446,41 @@ def validate_train(cfg: TrainConfig) -> None:
         raise ConfigError("need lr > 0, 0 <= ema_decay < 1, r1_gamma >= 0, workers >= 0")
     if not 0 <= cfg.style_mixing <= 1:
         raise ConfigError(f"train.style_mixing must lie in [0, 1], got {cfg.style_mixing}")
+
+
+def validate_preset(preset: Preset) -> None:
+    """Refuse training settings the preset's model can not run (the location grid, the moment cells and
+    the whole-canvas level depend on the patch geometry)."""
+    cfg, model = preset.train, preset.model
+    if not (math.isfinite(cfg.moment_weight) and cfg.moment_weight >= 0):
+        raise ConfigError(f"train.moment_weight must be a finite number >= 0, got {cfg.moment_weight}")
+    cells = cfg.moment_cells
+    if cells < 1 or cells & (cells - 1) or model.patch_size % cells:
+        raise ConfigError(f"train.moment_cells={cells} must be a power of two dividing the patch size "
+                          f"{model.patch_size}")
+    for name in ("whole_weight", "whole_moment_weight"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise ConfigError(f"train.{name} must be a finite number >= 0, got {getattr(cfg, name)}")
+    if cfg.whole_every < 1:
+        raise ConfigError(f"train.whole_every must be >= 1, got {cfg.whole_every}")
+    stride, unit = cfg.location_stride, max(model.patch_size // 4, 1)
+    if stride is not None and not (0 < stride <= model.patch_size and stride % unit == 0
+                                   and (model.canvas_height - model.patch_size) % stride == 0
+                                   and (model.canvas_width - model.patch_size) % stride == 0):
+        raise ConfigError(f"train.location_stride={stride} must be a multiple of the level-0 unit {unit}, at most "
+                          f"the patch size {model.patch_size}, and tile the canvas "
+                          f"{model.canvas_width}x{model.canvas_height}")
+    if cfg.whole_level is None:
+        return
+    if preset.global_res is not None:
+        raise ConfigError("train.whole_level: the global baseline already sees whole textures")
+    levels = model.num_levels
+    if not 0 <= cfg.whole_level < levels:
+        raise ConfigError(f"train.whole_level={cfg.whole_level} must be a synthesis level 0..{levels - 1}")
+    shift = levels - 1 - cfg.whole_level
+    h, w = model.canvas_height >> shift, model.canvas_width >> shift
+    short = min(h, w)
+    if short < 8 or short & (short - 1) or h % (short // 4) or w % (short // 4):
+        raise ConfigError(
+            f"train.whole_level={cfg.whole_level}: the canvas at that level is {w}x{h}; the whole-canvas "
+            "discriminator needs a power-of-two short side >= 8 that, divided by 4, divides both sides")

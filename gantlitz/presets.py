@@ -1,4 +1,4 @@
-"""Named presets: the paper's GANtlitz-L / -S, the seven ablations of §5.6, the global baseline, and tiny.
+"""Named presets and their resolution against a dataset: the paper's GANtlitz-L / -S, the seven ablations of §5.6, the global baseline, and tiny.
 
 Every ablation differs from GANtlitz-S in exactly one aspect, as in the paper.
 """
@@ -6,8 +6,11 @@ Every ablation differs from GANtlitz-S in exactly one aspect, as in the paper.
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Any, Mapping, Sequence
 
-from .config import AugmentConfig, ModelConfig, Preset, TrainConfig
+from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate_model,
+                     validate_preset, validate_train)
 
 _L_MODEL = ModelConfig()
 _S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1))  # paper §4.3.1: D keeps L's widths
@@ -82,3 +85,40 @@ def get(name: str) -> Preset:
         return _PRESETS[name.lower()]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(_PRESETS)}") from None
+
+
+def resolve(
+    preset: str | Preset, overrides: Mapping[str, Any] | Sequence[str] | None = None, *,
+    canvas: tuple[int, int] | None = None, data_path: str | os.PathLike | None = None,
+) -> Preset:
+    """Preset (by name) + overrides, on the dataset's canvas; clear errors for impossible combinations.
+
+    The global baseline (`global_res` set) trains an R×R whole-image model: canvas = patch = R."""
+    base = get(preset) if isinstance(preset, str) else preset
+    resolved = apply_overrides(base, overrides)
+    validate_train(resolved.train)
+    validate_model(resolved.model)
+    validate_preset(resolved)
+    where = f" ({data_path})" if data_path is not None else ""
+    if resolved.global_res is not None:
+        r = int(resolved.global_res)
+        if r < 8 or r & (r - 1):
+            raise ConfigError(f"global_res must be a power of two >= 8, got {r}")
+        try:
+            model = dataclasses.replace(resolved.model, canvas_height=r, canvas_width=r, patch_size=r)
+        except ValueError as exc:
+            raise ConfigError(f"global_res={r}: {exc}") from None
+        return dataclasses.replace(resolved, model=model)
+    if canvas is not None:
+        h, w = canvas
+        p = resolved.model.patch_size
+        if h % p or w % p:
+            raise ConfigError(
+                f"the dataset canvas {w}x{h}{where} is not divisible by the patch size {p} of preset "
+                f"{resolved.name!r}; choose another preset or --set model.patch_size=N (a power of two dividing both)"
+            )
+        try:
+            resolved = resolved.with_canvas(h, w)
+        except ValueError as exc:
+            raise ConfigError(f"preset {resolved.name!r} on canvas {w}x{h}{where}: {exc}") from None
+    return resolved

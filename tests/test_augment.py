@@ -362,7 +362,7 @@ def test_apply_compiles_to_one_graph(compile_backend):
 
 def test_strengths_are_overridable_and_old_configs_load():
     from gantlitz.config import preset_from_dict, to_dict
-    from gantlitz.train.loop import resolve_preset
+    from gantlitz.presets import resolve as resolve_preset
 
     preset = resolve_preset("tiny", ["train.augment.noise_std=0.05", "train.augment.sigma_max=3"])
     assert preset.train.augment.noise_std == 0.05 and preset.train.augment.sigma_max == 3.0

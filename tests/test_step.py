@@ -7,7 +7,8 @@ import pytest
 import torch
 from helpers import SMALL_PRESET, ellipse_mask
 
-from gantlitz.train.loop import Trainer, apply_overrides
+from gantlitz.config import apply_overrides
+from gantlitz.train.loop import Trainer
 
 
 def _batch(trainer: Trainer, seed: int = 0, pin: bool = False):

@@ -18,16 +18,10 @@ from gantlitz.cli import main
 from gantlitz.train import losses
 from gantlitz.train import loop as train_loop
 from gantlitz.train.augment import AdaptiveP
-from gantlitz.train.loop import (
-    ConfigError,
-    RunExistsError,
-    TrainingDiverged,
-    TrainingInterrupted,
-    apply_overrides,
-    parse_overrides,
-    resolve_preset,
-    train,
-)
+from gantlitz.config import ConfigError, apply_overrides, parse_overrides
+from gantlitz.presets import resolve as resolve_preset
+from gantlitz.train.loop import train
+from gantlitz.train.run import RunExistsError, TrainingDiverged, TrainingInterrupted
 
 # `tiny` shrunk further (32-pixel patches, 16 channels, batch 2) so each step takes a fraction of a second.
 FAST = {

@@ -9,7 +9,7 @@ group every sample draws its own subject and flip.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ __all__ = [
     "GroupedBatchSampler",
     "PatchDataset",
     "patch_loader",
+    "GlobalDataset",
+    "training_loader",
 ]
 
 Key = tuple[int, int, int, bool]
@@ -259,4 +261,41 @@ def patch_loader(
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+class GlobalDataset(torch.utils.data.Dataset):
+    """Whole textures resized to R×R (the mmstylegan2-ada baseline), keyed like `PatchDataset`
+    by (subject, top, left, flip) with top = left = 0."""
+
+    def __init__(self, store: Any, resolution: int) -> None:
+        self.store = store
+        self.resolution = int(resolution)
+
+    def __len__(self) -> int:
+        return len(self.store.subjects)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        subject, _top, _left, flip = key if isinstance(key, tuple) else (int(key), 0, 0, False)
+        r = self.resolution
+        image = self.store.read_whole(subject, r, r, flip=bool(flip))
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)), "top": 0, "left": 0,
+                "subject": int(subject), "flip": bool(flip)}
+
+
+def training_loader(store: Any, preset: Any, *, seed: int, start_step: int, steps: int, pin: bool) -> Any:
+    """The run's batches from `start_step`: grouped patches, or whole textures for the global baseline
+    (a `Preset`'s train settings; the sampler is a pure function of (seed, step))."""
+    cfg = preset.train
+    flip = bool(cfg.flip and store.flip)
+    if preset.global_res is None:
+        p = preset.model.patch_size
+        return patch_loader(store, p, cfg.batch, cfg.group_size, seed=seed, start_step=start_step, steps=steps,
+                            workers=cfg.workers, flip=flip, pin_memory=pin, raw=True,
+                            locations=training_locations(store.mask, p, cfg.location_stride))
+    sampler = GroupedBatchSampler([(0, 0)], len(store.subjects), cfg.batch, cfg.group_size, seed=seed,
+                                  start_step=start_step, flip=flip, steps=steps)
+    return torch.utils.data.DataLoader(
+        GlobalDataset(store, preset.global_res), batch_sampler=sampler, num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0, pin_memory=pin, prefetch_factor=4 if cfg.workers > 0 else None,
     )

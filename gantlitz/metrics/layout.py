@@ -12,7 +12,9 @@ averages maps over a coarse grid of canvas cells and correlates them with the da
 - the same two numbers for the real set as references: ``real_split_half`` (mean map of one random half
   of the subjects against the other half, averaged over splits) and ``real_sample_corr``;
 - ``ratio`` = mean_corr / real_split_half: 1 means the generated layout agrees with the data as well as
-  the data agrees with itself.
+  the data agrees with itself;
+- ``std_ratio``: how much generated samples vary at each cell against how much subjects do (1: as
+  much; near 0: collapsed to one map, which a direct loss on the mean could cause).
 
 Correlations are pooled over channels after removing each channel's mean over the cells, so a global
 colour offset neither helps nor hurts; per-channel scale differences (a too-pale albedo) do not count
@@ -95,6 +97,15 @@ def _split_half(real: np.ndarray, splits: int, rng: np.random.Generator) -> floa
     return float(np.mean(values))
 
 
+def _std_ratio(fake: np.ndarray, real: np.ndarray) -> float:
+    """RMS over cells and channels of the generated per-cell standard deviation across samples, over the
+    data's: 1 when samples vary at each location as much as subjects do, near 0 for a collapsed model."""
+    if fake.shape[0] < 2 or real.shape[0] < 2:
+        return float("nan")
+    real_var = float(real.var(axis=0, ddof=1).mean())
+    return float(np.sqrt(fake.var(axis=0, ddof=1).mean() / real_var)) if real_var > 0 else float("nan")
+
+
 def layout_scores(
     real: Mapping[str, np.ndarray],
     fake: Mapping[str, np.ndarray],
@@ -125,6 +136,7 @@ def layout_scores(
             "real_split_half": split_half,
             "real_sample_corr": float(np.mean([correlation(x, ref) for x in r])),
             "ratio": mean_corr / split_half if split_half > 0 else float("nan"),
+            "std_ratio": _std_ratio(f, r),
             "real_count": int(r.shape[0]),
             "fake_count": int(f.shape[0]),
             "cells": int(grid.inside.sum()),

@@ -39,12 +39,22 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    """Scores (B, 5, P, P) patches at global locations (tops, lefts) → logits (B,)."""
+    """Scores (B, 5, P, P) patches at global locations (tops, lefts) → logits (B,).
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    `size` (H, W) makes it judge H×W images instead (the whole-canvas view; P = cfg.patch_size is the
+    short side): the layers are P's, which reduce by P/4, so the last feature map is (4H/P)×(4W/P)."""
+
+    def __init__(self, cfg: ModelConfig, size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.canvas = (cfg.canvas_height, cfg.canvas_width)
+        p = cfg.patch_size
+        self.size = (p, p) if size is None else (int(size[0]), int(size[1]))
+        factor = max(p // 4, 1)
+        if self.size[0] % factor or self.size[1] % factor or min(self.size) != p:
+            raise ValueError(f"discriminator input {self.size}: the short side must be {p} and both sides "
+                             f"multiples of {factor}")
+        final = (self.size[0] // factor) * (self.size[1] // factor)
         chans = cfg.d_channels()
         pos_ch = disc_channels(cfg.disc_pos, cfg.disc_pos_periods)
         self.pos_input = pos_ch > 0 and cfg.disc_pos_inject in ("input", "both")
@@ -55,7 +65,7 @@ class Discriminator(nn.Module):
         )
         last = chans[-1]
         self.epilogue_conv = EqualConv2d(last + 1, last, 3, conv_clamp=cfg.conv_clamp)
-        self.fc = EqualLinear(last * 16, last, activate=True)
+        self.fc = EqualLinear(last * final, last, activate=True)
         self.out = EqualLinear(last, 1)
         # Location head (model.disc_locate): regresses the patch centre from the last features.
         self.locate = EqualLinear(last, 2) if cfg.disc_locate else None
@@ -72,10 +82,9 @@ class Discriminator(nn.Module):
         """Logits (B,); with `locate` also the predicted patch centres (B, 2) = (row, column) in [-1, 1]
         canvas units (needs `cfg.disc_locate`)."""
         size = images.shape[-1]
-        if images.shape[1] != DATA_CHANNELS or images.shape[-2] != size or size != self.cfg.patch_size:
+        if images.shape[1] != DATA_CHANNELS or tuple(images.shape[-2:]) != self.size:
             raise ValueError(
-                f"discriminator expects (B, {DATA_CHANNELS}, {self.cfg.patch_size}, {self.cfg.patch_size}), "
-                f"got {tuple(images.shape)}"
+                f"discriminator expects (B, {DATA_CHANNELS}, {self.size[0]}, {self.size[1]}), got {tuple(images.shape)}"
             )
         cfg = self.cfg
         tops, lefts = tops.to(images.device), lefts.to(images.device)

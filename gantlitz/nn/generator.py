@@ -177,11 +177,13 @@ class Generator(nn.Module):
 
     def _run(
         self, ws: torch.Tensor, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor,
-        height: int, width: int, noise: NoiseSource,
+        height: int, width: int, noise: NoiseSource, last: int | None = None,
     ) -> torch.Tensor:
         """Raw synthesis of regions (height × width at per-sample tops/lefts) → (B, out_channels, h, w).
 
-        No checks here: this runs in the training step, where a check of tensor values would wait for the
+        `last` stops after that level and returns its skip output (the summed toRGB images so far) over
+        the same region at that level's resolution: the coarse map every patch computes on its way, so a
+        whole-canvas view of it trains exactly the function inference uses. No checks here: this runs in the training step, where a check of tensor values would wait for the
         device. Offsets are checked once where they enter (`check_regions`)."""
         p = self.patch_size
         (pe_tops, pe_h), (pe_lefts, pe_w) = (
@@ -192,7 +194,7 @@ class Generator(nn.Module):
             x = x + canvas_crop(self.pe_map, pe_tops + PE_MARGIN, pe_lefts + PE_MARGIN, pe_h, pe_w).to(ws.dtype)
         embed = None if self.embeddings is None else self.embeddings[modality].to(ws.dtype)
         rgb = None
-        for lvl, level in enumerate(self.levels):
+        for lvl, level in enumerate(self.levels[: None if last is None else last + 1]):
             if lvl:
                 x = upsample2(x)
             for j, (conv, margin) in enumerate(zip((level.conv0, level.conv1), CONV_MARGINS)):
@@ -216,8 +218,12 @@ class Generator(nn.Module):
         self, ws: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, noise_seeds: torch.Tensor | None = None,
         *, height: int | None = None, width: int | None = None, noise: NoiseSource | None = None,
         keep: torch.Tensor | None = None, kept: int | None = None, apply_mask: bool = True,
+        level: int | None = None,
     ) -> torch.Tensor:
         """Multi-modal regions at per-sample locations → (B, 5, h, w) in network space.
+
+        `level` returns that synthesis level's skip output instead (h, w divided by 2^(last − level),
+        never masked: the caller masks at that resolution).
 
         With dual styles the generator runs once per kept modality (batched into one pass) and the
         specular/displacement outputs are averaged to one channel. `keep` (B, 3) bool drops modalities
@@ -236,18 +242,18 @@ class Generator(nn.Module):
             noise_seeds = noise_seeds.to(ws.device).long()
         if self.embeddings is None:
             src = noise if noise is not None else HashNoise(noise_seeds)
-            out = self._run(ws, None, tops, lefts, height, width, src)
+            out = self._run(ws, None, tops, lefts, height, width, src, level)
             if keep is not None:
                 chan = torch.cat([keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], 1)
                 out = out * chan[:, :, None, None].to(out.dtype)
         else:
             sample, mod = _selection(keep, b, kept, ws.device)
             src = noise if noise is not None else HashNoise(noise_seeds[sample])
-            raw = self._run(ws[sample], mod, tops[sample], lefts[sample], height, width, src)
+            raw = self._run(ws[sample], mod, tops[sample], lefts[sample], height, width, src, level)
             full = raw.new_zeros(b, len(MODALITIES), *raw.shape[1:]).index_put((sample, mod), raw)
             out = torch.cat([full[:, i] if MODALITY_CHANNELS[name] == 3 else full[:, i].mean(dim=1, keepdim=True)
                              for i, name in enumerate(MODALITIES)], dim=1)
-        if apply_mask:
+        if apply_mask and level is None:
             out = out * self.mask_crops(tops, lefts, height, width).to(out.dtype)
         return out
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["train", "Trainer", "TrainResult", "TrainError", "ConfigError", "RunExistsError", "TrainingDiverged",
-           "TrainingInterrupted", "resolve_preset", "apply_overrides", "parse_overrides"]
+__all__ = ["train", "Trainer", "TrainResult", "TrainError", "RunExistsError", "TrainingDiverged",
+           "TrainingInterrupted"]
+
+_HOMES = {"train": "loop", "Trainer": "loop", "TrainResult": "loop"}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import gantlitz.train.augment` does not pull in the loop (and its data / checkpoint imports).
     if name in __all__:
-        from . import loop
+        import importlib
 
-        return getattr(loop, name)
+        return getattr(importlib.import_module(f".{_HOMES.get(name, 'run')}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,24 +1,15 @@
-"""The training loop (SPEC §7, paper §4.4.5): `train(data, out, preset, ...)`.
+"""The training loop (paper §4.4.5): `Trainer` (the networks, their optimisers and one step) and
+`train(data, out, preset, ...)` (the run: data, checkpoints, logging, stopping).
 
-One step, per process:
+One step, per process: a batch of real patches grouped by location (`gantlitz.data.sampling`; the global
+baseline reads whole textures resized to R×R at location (0, 0)), then the phases of
+`gantlitz.train.objectives` in order: the patch D step, lazy R1, the optional whole-canvas D step, and
+the G step with every G-side term (patch adversarial, optional moment matching and whole-canvas view);
+finally G_ema ← lerp towards G and, every `ada_interval` steps, ADA's p adapts.
 
-1. a batch of real patches grouped by location (`gantlitz.data.sampling`; the global baseline reads
-   whole textures resized to R×R at location (0, 0));
-2. the generator synthesises a fake batch at the *same* locations, once per (kept) modality per sample,
-   masked (modality dropout: two of three modalities per fake, one modality zeroed per real);
-3. discriminator step: logistic loss on augmented fakes (detached) and augmented reals, one D pass over
-   both; ADA's r_t accumulates sign(D(real));
-4. every `r1_interval` steps a separate R1 step: (γ/2)‖∇_x D(x)‖²·interval on freshly augmented reals,
-   x = D's input (detached after augmentation), Adam of D corrected for lazy regularisation;
-5. generator step: non-saturating loss through D (frozen) on a fresh augmentation of the same fakes,
-   generated again with autograd (the D step's fakes are made without a graph, so G's graph never
-   coexists with D's); w_avg updated;
-6. G_ema ← lerp towards G (decay 0.999), buffers copied; every `ada_interval` steps p adapts.
-
-Every random draw is a pure function of (seed, step, rank, purpose), through a `torch.Generator` seeded
-per step: latents, noise seeds, modality-dropout masks, augmentations; the sampler is a pure function of
-(seed, step). A resumed run therefore reproduces an uninterrupted run exactly (the checkpoint still stores
-the global torch / NumPy / Python RNG states, restored on resume).
+Every random draw is a pure function of (seed, step, rank, purpose) (`gantlitz.train.state`); the
+sampler is a pure function of (seed, step). A resumed run therefore reproduces an uninterrupted run
+exactly (the checkpoint still stores the global torch / NumPy / Python RNG states, restored on resume).
 """
 
 from __future__ import annotations
@@ -29,7 +20,6 @@ import functools
 import logging
 import math
 import os
-import random
 import signal
 import sys
 import threading
@@ -42,194 +32,23 @@ import numpy as np
 import torch
 
 from .. import checkpoint, networks, presets
-from ..config import MODALITIES, Preset, apply_overrides, parse_overrides, to_dict, validate_model, validate_train
-from ..data.sampling import GroupedBatchSampler, patch_loader, raw_to_network, training_locations
+from ..config import MODALITIES, Preset, parse_overrides, to_dict
+from ..data.sampling import raw_to_network, training_loader
 from ..data.store import PatchStore, StoreError
-from ..nn.generator import check_regions
 from ..device import configure_backends, precision_context
 from ..errors import UsageError
-from ..resample import block_mean
-from . import distributed, losses
+from ..nn.generator import check_regions
+from . import distributed, losses, objectives
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
-from .monitor import Monitor, memory_gb, patch_grid_image, texture_image, texture_preview
-from .run import (ConfigError, Resumable, RunDirectory, RunExistsError, TrainError, TrainingDiverged,
-                  TrainingInterrupted, check_dataset, history_entry, versions)
+from .monitor import Monitor, Previewer, memory_gb
+from .run import (ConfigError, Resumable, RunDirectory, TrainingDiverged, TrainingInterrupted, check_dataset,
+                  history_entry, versions)
+from .state import (RANK_SEED_STRIDE, Purpose, optimizer_from_flat, optimizer_to_flat, restore_rng, rng_state,
+                    step_generator)
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "TrainError",
-    "ConfigError",
-    "RunExistsError",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "TrainResult",
-    "Trainer",
-    "train",
-    "parse_overrides",
-    "apply_overrides",
-    "resolve_preset",
-    "step_generator",
-    "GlobalDataset",
-]
-
-# Purposes of the per-step random streams (never reuse a number for a new purpose).
-_Z, _KEEP_FAKE, _KEEP_REAL, _AUG_D, _AUG_R1, _AUG_G, _MIX, _PREVIEW = range(1, 9)
-_RANK_SEED_STRIDE = 1_000_003
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration: overrides with type coercion, resolution against the dataset
-# --------------------------------------------------------------------------------------------------
-
-def resolve_preset(
-    preset: str | Preset, overrides: Mapping[str, Any] | Sequence[str] | None = None, *,
-    canvas: tuple[int, int] | None = None, data_path: str | os.PathLike | None = None,
-) -> Preset:
-    """Preset (by name) + overrides, on the dataset's canvas; clear errors for impossible combinations.
-
-    The global baseline (`global_res` set) trains an R×R whole-image model: canvas = patch = R."""
-    base = presets.get(preset) if isinstance(preset, str) else preset
-    resolved = apply_overrides(base, overrides)
-    validate_train(resolved.train)
-    validate_model(resolved.model)
-    where = f" ({data_path})" if data_path is not None else ""
-    if resolved.global_res is not None:
-        r = int(resolved.global_res)
-        if r < 8 or r & (r - 1):
-            raise ConfigError(f"global_res must be a power of two >= 8, got {r}")
-        try:
-            model = dataclasses.replace(resolved.model, canvas_height=r, canvas_width=r, patch_size=r)
-        except ValueError as exc:
-            raise ConfigError(f"global_res={r}: {exc}") from None
-        return dataclasses.replace(resolved, model=model)
-    if canvas is not None:
-        h, w = canvas
-        p = resolved.model.patch_size
-        if h % p or w % p:
-            raise ConfigError(
-                f"the dataset canvas {w}x{h}{where} is not divisible by the patch size {p} of preset "
-                f"{resolved.name!r}; choose another preset or --set model.patch_size=N (a power of two dividing both)"
-            )
-        try:
-            resolved = resolved.with_canvas(h, w)
-        except ValueError as exc:
-            raise ConfigError(f"preset {resolved.name!r} on canvas {w}x{h}{where}: {exc}") from None
-    return resolved
-
-
-# --------------------------------------------------------------------------------------------------
-# Randomness: a pure function of (seed, step, rank, purpose)
-# --------------------------------------------------------------------------------------------------
-
-
-def step_generator(seed: int, step: int, rank: int, purpose: int) -> torch.Generator:
-    """A CPU torch.Generator whose stream depends only on (seed, step, rank, purpose)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step), int(rank), int(purpose), 0x6A17]).generate_state(
-        2, np.uint32
-    )
-    return torch.Generator().manual_seed((int(state[0]) << 32) | int(state[1]))
-
-
-def _rng_tensors_and_meta() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, st in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = st
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).view(np.int32).copy())
-    py_version, py_state, py_gauss = random.getstate()
-    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)],
-            "python": [py_version, list(py_state), py_gauss]}
-    return tensors, meta
-
-
-def _restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([c.to(torch.uint8) for c in cuda])
-    if "rng.numpy" in tensors and "numpy" in meta:
-        kind, pos, has_gauss, cached = meta["numpy"]
-        keys = tensors["rng.numpy"].numpy().view(np.uint32)
-        np.random.set_state((kind, keys, pos, has_gauss, cached))
-    if "python" in meta:
-        version, state, gauss = meta["python"]
-        random.setstate((version, tuple(state), gauss))
-
-
-# --------------------------------------------------------------------------------------------------
-# Optimiser state ↔ flat tensors + JSON
-# --------------------------------------------------------------------------------------------------
-
-
-def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for idx, st in sd["state"].items():
-        for name, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"{prefix}.state.{idx}.{name}"] = value
-            else:
-                scalars[f"{idx}.{name}"] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
-                        prefix: str) -> None:
-    start = f"{prefix}.state."
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(start):
-            idx, name = key[len(start):].split(".", 1)
-            state.setdefault(int(idx), {})[name] = value
-    for key, value in meta.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-# --------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------
-
-
-class GlobalDataset(torch.utils.data.Dataset):
-    """Whole textures resized to R×R (the mmstylegan2-ada baseline), keyed like `PatchDataset`
-    by (subject, top, left, flip) with top = left = 0."""
-
-    def __init__(self, store: Any, resolution: int) -> None:
-        self.store = store
-        self.resolution = int(resolution)
-
-    def __len__(self) -> int:
-        return len(self.store.subjects)
-
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        subject, _top, _left, flip = key if isinstance(key, tuple) else (int(key), 0, 0, False)
-        r = self.resolution
-        image = self.store.read_whole(subject, r, r, flip=bool(flip))
-        return {"image": torch.from_numpy(np.ascontiguousarray(image)), "top": 0, "left": 0,
-                "subject": int(subject), "flip": bool(flip)}
-
-
-def _make_loader(store: Any, preset: Preset, *, seed: int, start_step: int, steps: int, pin: bool) -> Any:
-    cfg = preset.train
-    flip = bool(cfg.flip and store.flip)
-    if preset.global_res is None:
-        return patch_loader(store, preset.model.patch_size, cfg.batch, cfg.group_size, seed=seed,
-                            start_step=start_step, steps=steps, workers=cfg.workers, flip=flip, pin_memory=pin,
-                            raw=True)
-    sampler = GroupedBatchSampler([(0, 0)], len(store.subjects), cfg.batch, cfg.group_size, seed=seed,
-                                  start_step=start_step, flip=flip, steps=steps)
-    return torch.utils.data.DataLoader(
-        GlobalDataset(store, preset.global_res), batch_sampler=sampler, num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0, pin_memory=pin, prefetch_factor=4 if cfg.workers > 0 else None,
-    )
+__all__ = ["Trainer", "TrainResult", "train"]
 
 
 def _mbstd_group(preset: Preset) -> int:
@@ -255,7 +74,7 @@ class Trainer:
     """
 
     def __init__(self, preset: Preset, mask: torch.Tensor | None = None, *, device: str | torch.device = "cpu",
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, targets: objectives.DataTargets | None = None) -> None:
         self.preset = preset
         self.cfg = cfg = preset.train
         self.device = torch.device(device)
@@ -299,13 +118,31 @@ class Trainer:
         model = preset.model
         self.location_loss = functools.partial(losses.location_loss, patch=model.patch_size,
                                                canvas=(model.canvas_height, model.canvas_width))
+        self._phases(targets)
+
+    def _phases(self, targets: objectives.DataTargets | None) -> None:
+        """The step's phases (`train.objectives`): the paper's patch objective, plus the options."""
+        cfg = self.cfg
+        if targets is None and (cfg.moment_weight > 0 or cfg.whole_level is not None):
+            raise ValueError("train.moment_weight / train.whole_level need the data's targets (DataTargets)")
+        self.whole = None
+        if cfg.whole_level is not None:
+            self.whole = objectives.WholeCanvas(self, targets.whole_reals, targets.whole_mask, seed=cfg.seed)
+        terms: list[objectives.ChunkTerm] = [objectives.PatchAdversarial(self)]
+        if cfg.moment_weight > 0:
+            terms.append(objectives.MomentMatch(self, targets.moment_means))
+        self.d_phases = [objectives.PatchD(self), objectives.PatchR1(self)]
+        if self.whole is not None:
+            self.d_phases.append(self.whole.d_phase)
+        self.g_step = objectives.GeneratorStep(self, terms, self.whole)
 
     # ---------------------------------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self) -> torch.autocast:
+        """The forward passes' autocast context (bf16 when the run asks for it)."""
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None)
 
-    def _gen(self, step: int, purpose: int) -> torch.Generator:
+    def gen(self, step: int, purpose: int) -> torch.Generator:
         """The purpose's device generator, seeded as `step_generator(seed, step, rank, purpose)` (host-side
         seeding only: no device synchronisation)."""
         gen = self._generators.get(purpose)
@@ -315,12 +152,12 @@ class Trainer:
 
     def latents(self, step: int, batch: int, *, update_w_avg: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(ws, noise seeds) for `batch` samples at `step`, style mixing included."""
-        g, dev = self._gen(step, _Z), self.device
+        g, dev = self.gen(step, Purpose.Z), self.device
         z = torch.randn(batch, self.G.cfg.z_dim, generator=g, device=dev)
         seeds = torch.randint(0, 2**31 - 1, (batch,), generator=g, device=dev)
         ws = self.G.mapping(z, update_w_avg=update_w_avg)
         if self.cfg.style_mixing > 0:
-            gm = self._gen(step, _MIX)
+            gm = self.gen(step, Purpose.MIX)
             z2 = torch.randn(batch, self.G.cfg.z_dim, generator=gm, device=dev)
             mix = torch.rand(batch, generator=gm, device=dev) < self.cfg.style_mixing
             cut = torch.randint(1, self.G.num_ws, (batch,), generator=gm, device=dev)
@@ -343,20 +180,25 @@ class Trainer:
         """The step's fakes at the real batch's locations (`rows` of them): the same values at every call."""
         b = tops.shape[0]
         ws, seeds = self.latents(step, b, update_w_avg=update_w_avg)
-        keep, kept = None, None
-        if self.modalities_per_sample < len(MODALITIES):  # modality dropout
-            keep, kept = sample_modality_keep(b, self._gen(step, _KEEP_FAKE))[rows], self.modalities_per_sample
-        with self._autocast():
+        keep, kept = self.fake_keep(step, b), None
+        if keep is not None:  # modality dropout
+            keep, kept = keep[rows], self.modalities_per_sample
+        with self.autocast():
             return self.G_fwd(ws[rows], tops[rows], lefts[rows], seeds[rows], keep=keep, kept=kept)
 
+    def fake_keep(self, step: int, batch: int) -> torch.Tensor | None:
+        """The step's modality-dropout keep mask of the fakes (B, 3), or None without dropout."""
+        if self.modalities_per_sample == len(MODALITIES):
+            return None
+        return sample_modality_keep(batch, self.gen(step, Purpose.KEEP_FAKE))
+
     def step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One training step (D step on fakes made without a graph, lazy R1 step, G step on a second G pass,
-        EMA); returns detached 0-d losses. Nothing in it waits for the device.
+        """One training step: the D phases (`self.d_phases`), the G step, EMA; returns detached 0-d
+        losses. Nothing in it waits for the device.
 
         G runs twice (as in StyleGAN2-ADA): generating the D step's fakes without autograd and again for
         the G step means G's graph never coexists with D's, which bounds peak memory by the larger of the
         two phases instead of their sum. Both passes give the same fakes (same latents and noise)."""
-        cfg = self.cfg
         b = real.shape[0]
         if tops.device.type == "cpu" and lefts.device.type == "cpu":
             check_regions(self.preset.model.patch_size, real.shape[-2], real.shape[-1], tops, lefts)
@@ -364,98 +206,15 @@ class Trainer:
         tops = tops.to(self.device, non_blocking=True)
         lefts = lefts.to(self.device, non_blocking=True)
         self.set_lr(step)
-        p = self.ada.p_tensor
-        group = self.mbstd_group
         if self.modalities_per_sample < len(MODALITIES):
-            real = drop_modalities(real, sample_modality_keep(b, self._gen(step, _KEEP_REAL)))
-
-        loss_d, real_logits, fake_logits = self._d_step(step, real, tops, lefts, p, group)
-        loss_r1 = self._r1_step(step, real, tops, lefts, p, group)
-        loss_g = self._g_step(step, real, tops, lefts, p, group)
-        losses.ema_update(self.G_ema, self.G, losses.ema_beta(step, cfg.ema_decay, cfg.ema_rampup))
-        out = {
-            "loss/G": loss_g,
-            "loss/D": loss_d.detach(),
-            "D/real": real_logits.detach().mean(),
-            "D/fake": fake_logits.detach().mean(),
-        }
-        if loss_r1 is not None:
-            out["loss/R1"] = loss_r1.detach() / max(self.r1_interval or 1, 1)
+            real = drop_modalities(real, sample_modality_keep(b, self.gen(step, Purpose.KEEP_REAL)))
+        batch = objectives.StepBatch(step, real, tops, lefts, self.ada.p_tensor)
+        out: dict[str, torch.Tensor] = {}
+        for phase in self.d_phases:
+            out.update(phase(batch))
+        out.update(self.g_step(batch))
+        losses.ema_update(self.G_ema, self.G, losses.ema_beta(step, self.cfg.ema_decay, self.cfg.ema_rampup))
         return out
-
-    def _d_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
-                group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logistic loss on fakes (made without a graph) and reals in one D pass (plus D's location loss
-        on the reals when it has a location head); updates D and ADA. → (loss, real logits, fake logits)."""
-        b = real.shape[0]
-        with torch.no_grad():
-            fake = self.fakes(step, tops, lefts, update_w_avg=False)
-        self.D.requires_grad_(True)
-        g_aug = self._gen(step, _AUG_D)
-        with self._autocast():
-            both = torch.cat([self.augment(fake, p, g_aug), self.augment(real, p, g_aug)])
-            logits = self.D_fwd(both, torch.cat([tops, tops]), torch.cat([lefts, lefts]), group,
-                                **self.locate_kw)
-        del fake, both
-        logits, where = logits if self.locate_kw else (logits, None)
-        fake_logits, real_logits = logits[:b].float(), logits[b:].float()
-        loss_d = losses.d_logistic(real_logits, fake_logits)
-        if where is not None:  # D learns where real patches belong
-            loss_d = loss_d + self.cfg.locate_weight * self.location_loss(where[b:], tops, lefts)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        distributed.all_reduce_grads(self.D.parameters())
-        self.opt_D.step()
-        self.ada.update(real_logits)
-        return loss_d, real_logits, fake_logits
-
-    def _r1_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
-                 group: int) -> torch.Tensor | None:
-        """Lazy R1 on the augmented reals (D's input), every `r1_interval` steps; None on the others."""
-        if not self.r1_interval or step % self.r1_interval:
-            return None
-        with torch.no_grad():
-            real_aug = self.augment(real, p, self._gen(step, _AUG_R1))
-        real_aug = real_aug.detach().float().requires_grad_(True)
-        with self._autocast():
-            r_logits = self.D(real_aug, tops, lefts, group)
-        loss_r1 = losses.r1_loss(r_logits, real_aug, self.cfg.r1_gamma, self.r1_interval)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_r1.backward()
-        distributed.all_reduce_grads(self.D.parameters())
-        self.opt_D.step()
-        return loss_r1
-
-    def _g_step(self, step: int, real: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, p: torch.Tensor,
-                group: int) -> torch.Tensor:
-        """Non-saturating loss through the frozen D on a second G pass, in chunks of location groups (plus
-        the location loss of the fakes when D has a location head); updates G. → the detached loss."""
-        b = real.shape[0]
-        self.D.requires_grad_(False)
-        self.G.requires_grad_(True)
-        self.opt_G.zero_grad(set_to_none=True)
-        draw = self.augment.draw(real, self._gen(step, _AUG_G))  # the whole batch's, whatever the chunks
-        loss_g = torch.zeros((), device=self.device)
-        for rows in self.g_chunks:  # each chunk's mean loss weighted by its share: the batch mean's gradient
-            fake = self.fakes(step, tops, lefts, update_w_avg=rows.start == 0, rows=rows)
-            with self._autocast():
-                g_logits = self.D_fwd(self.augment(fake, p, draw=draw.rows(rows)), tops[rows], lefts[rows],
-                                      group, **self.locate_kw)
-            g_logits, where = g_logits if self.locate_kw else (g_logits, None)
-            g_logits = g_logits.float()
-            loss = losses.g_nonsaturating(g_logits)
-            if where is not None:  # G is told where D would place its patch
-                loss = loss + self.cfg.locate_weight * self.location_loss(where, tops[rows], lefts[rows])
-            loss = loss * (g_logits.shape[0] / b)
-            loss.backward()
-            loss_g += loss.detach()
-            del fake, g_logits, loss
-        distributed.all_reduce_grads(self.G.parameters())
-        self.opt_G.step()
-        if self.world_size > 1:  # w_avg follows each rank's latents: keep the ranks identical
-            distributed.all_reduce_mean_(self.G.mapper.w_avg)
-        self.G.requires_grad_(False)
-        return loss_g
 
     # ---------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -468,10 +227,13 @@ class Trainer:
         opt_d, meta_d = optimizer_to_flat(self.opt_D, "opt_D")
         tensors.update(opt_g)
         tensors.update(opt_d)
-        rng_t, rng_meta = _rng_tensors_and_meta()
+        rng_t, rng_meta = rng_state()
         tensors.update(rng_t)
         meta = {"optimizers": {"opt_G": meta_g, "opt_D": meta_d}, "augment": self.ada.state_dict(),
                 "augment_p": self.ada.p, "rng": rng_meta}
+        if self.whole is not None:
+            whole_t, meta["optimizers"]["opt_whole_D"] = self.whole.state()
+            tensors.update(whole_t)
         return tensors, meta
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
@@ -483,8 +245,13 @@ class Trainer:
                 raise ConfigError(f"{meta.get('path', 'checkpoint')}: {name} weights do not match the preset ({exc})") from None
         optimizer_from_flat(self.opt_G, tensors, meta["optimizers"]["opt_G"], "opt_G")
         optimizer_from_flat(self.opt_D, tensors, meta["optimizers"]["opt_D"], "opt_D")
+        if self.whole is not None:
+            if "opt_whole_D" not in meta["optimizers"]:
+                raise ConfigError(f"{meta.get('path', 'checkpoint')}: it has no whole-canvas discriminator; "
+                                  "train.whole_level can not be turned on when resuming this run")
+            self.whole.load_state(tensors, meta["optimizers"]["opt_whole_D"])
         self.ada.load_state_dict(meta["augment"])
-        _restore_rng(tensors, meta.get("rng", {}))
+        restore_rng(tensors, meta.get("rng", {}))
 
     def weights_finite(self) -> bool:
         params = list(self.G.parameters()) + list(self.D.parameters()) + list(self.G_ema.parameters())
@@ -547,56 +314,6 @@ def _resume_command(data: Any, out: Path, preset_name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Previews
-# --------------------------------------------------------------------------------------------------
-
-
-class _Previewer:
-    """Fixed latents and locations, so previews of successive steps are comparable."""
-
-    def __init__(self, trainer: Trainer, store: Any, preset: Preset, samples: int = 4) -> None:
-        self.trainer, self.store, self.preset = trainer, store, preset
-        p = preset.model.patch_size
-        n = min(samples, len(store.subjects))
-        self.samples = max(n, 1)
-        g = step_generator(preset.train.seed, 0, 0, _PREVIEW)
-        self.z = torch.randn(self.samples, preset.model.z_dim, generator=g)
-        self.noise_seeds = torch.arange(self.samples)
-        if preset.global_res is None:
-            locs = training_locations(store.mask, p)
-            picks = sorted({locs[len(locs) // 2], locs[len(locs) // 3]})
-            self.locations = picks
-            self.reals = [
-                torch.stack([torch.from_numpy(store.read_patch(i, t, l, p)) for i in range(self.samples)])
-                for t, l in picks
-            ]
-        else:
-            r = preset.global_res
-            self.locations = [(0, 0)]
-            self.reals = [torch.stack([torch.from_numpy(store.read_whole(i, r, r)) for i in range(self.samples)])]
-        self.display = min(p, 128)
-
-    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
-        f = x.shape[-1] // self.display
-        return block_mean(x, f) if f > 1 else x
-
-    @torch.no_grad()
-    def render(self, monitor: Monitor, step: int) -> None:
-        G = self.trainer.G_ema
-        dev = self.trainer.device
-        ws = G.mapping(self.z.to(dev))
-        rows = []
-        for (top, left), real in zip(self.locations, self.reals):
-            t = torch.full((self.samples,), top, device=dev)
-            l_ = torch.full((self.samples,), left, device=dev)
-            fake = G(ws, t, l_, self.noise_seeds.to(dev)).float().cpu()
-            rows += [self._shrink(real), self._shrink(fake)]
-        monitor.image(step, "patches", patch_grid_image(rows))
-        tex = texture_preview(G, ws[:1], 0, long_side=512)
-        monitor.image(step, "texture", texture_image(tex))
-
-
-# --------------------------------------------------------------------------------------------------
 # train()
 # --------------------------------------------------------------------------------------------------
 
@@ -629,7 +346,7 @@ def _resolve_run_preset(
         if preset is None:
             raise ConfigError(f"choose a preset (--preset NAME): {', '.join(presets.names())}")
         try:
-            return resolve_preset(preset, overrides, canvas=store.canvas, data_path=data)
+            return presets.resolve(preset, overrides, canvas=store.canvas, data_path=data)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
     from ..config import preset_from_dict
@@ -637,7 +354,7 @@ def _resolve_run_preset(
     saved = preset_from_dict(resumed.meta["preset"])
     if isinstance(preset, str) and preset != saved.name:
         log.warning("--preset %s differs from the run's preset %s: continuing with %s", preset, saved.name, saved.name)
-    resolved = resolve_preset(saved, overrides, canvas=None if saved.global_res else store.canvas, data_path=data)
+    resolved = presets.resolve(saved, overrides, canvas=None if saved.global_res else store.canvas, data_path=data)
     if resolved.model != saved.model or resolved.global_res != saved.global_res:
         raise ConfigError(f"{resumed.path}: the overrides change the model of the run being resumed; only train.* "
                           "settings may change on --resume")
@@ -716,7 +433,7 @@ def train(
             # TF32 / cuDNN flags as the run needs them, restored for the caller afterwards
             with precision_context(info.device, resolved.train.precision, autocast=False):
                 trainer = Trainer(resolved, _mask_for(store, resolved), device=info.device, rank=info.rank,
-                                  world_size=info.world_size)
+                                  world_size=info.world_size, targets=objectives.data_targets(store, resolved))
                 dataset_meta = _run_dataset_meta(store, resolved)
                 if resumed is not None:
                     check_dataset(resumed, dataset_meta)
@@ -772,9 +489,9 @@ class _Session:
         monitor = Monitor(self.run_dir.path, enabled=info.is_main, total_steps=total, start_step=start_step,
                           progress=progress, tensorboard=tensorboard,
                           desc="train" if self.max_minutes is None else f"train (stops after {self.max_minutes:g} min)")
-        previewer = _Previewer(self.trainer, self.store, self.preset) if (
+        previewer = Previewer(self.trainer, self.store, self.preset) if (
             info.is_main and previews and cfg.preview_every) else None
-        loader = _make_loader(self.store, self.preset, seed=cfg.seed + _RANK_SEED_STRIDE * info.rank,
+        loader = training_loader(self.store, self.preset, seed=cfg.seed + RANK_SEED_STRIDE * info.rank,
                               start_step=start_step, steps=total, pin=info.device.type == "cuda")
         step, stopped = start_step, "done"
         try:

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 
 from ..config import MODALITIES, MODALITY_CHANNELS
+from ..data.sampling import training_locations
 from ..resample import block_mean, network_to_unit, to_uint8
+from .state import Purpose, step_generator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Monitor", "to_display", "patch_grid_image", "texture_preview", "memory_gb"]
+__all__ = ["Monitor", "Previewer", "to_display", "patch_grid_image", "texture_preview", "memory_gb"]
 
 
 def memory_gb(device: torch.device) -> float:
@@ -201,3 +203,49 @@ class Monitor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class Previewer:
+    """Preview images of G_ema during training: fixed latents and locations, so previews of successive
+    steps are comparable. `G_ema` and `device` are read from `trainer` at every render."""
+
+    def __init__(self, trainer: Any, store: Any, preset: Any, samples: int = 4) -> None:
+        self.trainer, self.store, self.preset = trainer, store, preset
+        p = preset.model.patch_size
+        n = min(samples, len(store.subjects))
+        self.samples = max(n, 1)
+        g = step_generator(preset.train.seed, 0, 0, Purpose.PREVIEW)
+        self.z = torch.randn(self.samples, preset.model.z_dim, generator=g)
+        self.noise_seeds = torch.arange(self.samples)
+        if preset.global_res is None:
+            locs = training_locations(store.mask, p)
+            picks = sorted({locs[len(locs) // 2], locs[len(locs) // 3]})
+            self.locations = picks
+            self.reals = [
+                torch.stack([torch.from_numpy(store.read_patch(i, t, l, p)) for i in range(self.samples)])
+                for t, l in picks
+            ]
+        else:
+            r = preset.global_res
+            self.locations = [(0, 0)]
+            self.reals = [torch.stack([torch.from_numpy(store.read_whole(i, r, r)) for i in range(self.samples)])]
+        self.display = min(p, 128)
+
+    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.shape[-1] // self.display
+        return block_mean(x, f) if f > 1 else x
+
+    @torch.no_grad()
+    def render(self, monitor: Monitor, step: int) -> None:
+        G = self.trainer.G_ema
+        dev = self.trainer.device
+        ws = G.mapping(self.z.to(dev))
+        rows = []
+        for (top, left), real in zip(self.locations, self.reals):
+            t = torch.full((self.samples,), top, device=dev)
+            l_ = torch.full((self.samples,), left, device=dev)
+            fake = G(ws, t, l_, self.noise_seeds.to(dev)).float().cpu()
+            rows += [self._shrink(real), self._shrink(fake)]
+        monitor.image(step, "patches", patch_grid_image(rows))
+        tex = texture_preview(G, ws[:1], 0, long_side=512)
+        monitor.image(step, "texture", texture_image(tex))
