@@ -82,13 +82,14 @@ export class Preview {
 
   frame(head) {
     const sphere = new THREE.Box3().setFromObject(head).getBoundingSphere(new THREE.Sphere());
-    this.centre.copy(sphere.center);
+    // the face sits above the centre of a head-and-shoulders scan
+    this.centre.copy(sphere.center).add(new THREE.Vector3(0, sphere.radius * 0.2, 0));
     this.radius = sphere.radius;
     this.camera.near = sphere.radius / 100;
     this.camera.far = sphere.radius * 100;
-    this.camera.position.set(sphere.center.x, sphere.center.y, sphere.center.z + sphere.radius * 3.6);
+    this.camera.position.set(this.centre.x, this.centre.y, this.centre.z + sphere.radius * 2.8);
     this.camera.updateProjectionMatrix();
-    this.controls.target.copy(sphere.center);
+    this.controls.target.copy(this.centre);
     this.controls.update();
   }
 
