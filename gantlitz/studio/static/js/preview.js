@@ -55,6 +55,7 @@ export class Preview {
       if (controller.signal.aborted) return;
       this.replace(gltf.scene);
       this.el.dataset.state = "ready";
+      this.el.dataset.shown = String(Number(this.el.dataset.shown || 0) + 1);
     } catch (error) {
       if (!isAbort(error)) {
         this.el.dataset.state = "error";
