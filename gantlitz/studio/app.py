@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import mimetypes
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,23 +43,25 @@ from .params import DOWNLOAD_FORMATS, IDENTITY_KEYS, TRUNCATION_RANGE, ParamErro
     parse_identity, parse_int, parse_modality
 from .worker import Busy, Worker
 
-log = logging.getLogger(__name__)
-
 __all__ = ["create_app", "Limits", "static_files"]
 
 MAX_QUERY = 1024
 """Longest accepted query string (bytes): every real request is far shorter."""
 MAX_BODY = 4096
 """Largest accepted request body (bytes): a download request is a few numbers."""
+_NO_STORE = {"Cache-Control": "no-store"}
+"""Results are cached by the server; a browser cache could show another run's tiles after a restart."""
 DISCONNECT_POLL = 0.1
 """Seconds between checks that the client of a queued job is still there."""
 
 
+@dataclass(frozen=True)
 class Limits:
-    """Bounds of one server: queue length, cache bytes, downloads kept."""
+    """Bounds of one server: jobs waiting for the generator, cache memory (MiB), downloads kept on disk."""
 
-    def __init__(self, queue: int = 32, cache_mb: int = 512, downloads: int = 4) -> None:
-        self.queue, self.cache_mb, self.downloads = queue, cache_mb, downloads
+    queue: int = 32
+    cache_mb: int = 512
+    downloads: int = 4
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
@@ -184,7 +186,7 @@ def _studio(request: Request) -> Studio:
 def _png(data: bytes | None) -> Response:
     if data is None:  # the client left; nobody reads this
         return Response(status_code=499)
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type="image/png", headers=_NO_STORE)
 
 
 async def index(request: Request) -> Response:
@@ -234,7 +236,7 @@ async def preview(request: Request) -> Response:
     data = await studio.run(request, preview_key(ident), studio.engine.preview, ident)
     if data is None:
         return Response(status_code=499)
-    return Response(data, media_type="model/gltf-binary", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type="model/gltf-binary", headers=_NO_STORE)
 
 
 async def start_download(request: Request) -> Response:
