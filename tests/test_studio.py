@@ -438,7 +438,7 @@ def test_browser_end_to_end(model: TextureModel, tmp_path: Path, one_thread) -> 
                                      args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 860}, accept_downloads=True)
-            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(url)
             page.wait_for_function("document.getElementById('grid').dataset.loaded === '12'", timeout=30000)
