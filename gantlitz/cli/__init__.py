@@ -15,7 +15,7 @@ import click
 
 from ..errors import GantlitzError
 
-_AREAS = ("data", "info", "train", "generate", "invert", "evaluate", "render")
+_AREAS = ("data", "info", "train", "generate", "invert", "evaluate", "render", "studio")
 
 
 class Boundary(click.Group):
