@@ -41,6 +41,11 @@ def _user_error(r: Result, *needles: str) -> None:
         assert needle in r.output, r.output
 
 
+def _visible(folder: Path) -> list[str]:
+    """The names a user sees in `folder` (not the hidden record, lock or temporaries)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -99,7 +104,7 @@ def test_prepare_overwrite_refuses_a_folder_that_is_not_a_dataset(raw_dataset, t
     other.mkdir()
     (other / "holiday.jpg").write_bytes(b"not ours")
     r = _cli("prepare", raw_dataset, other, "--overwrite")
-    _user_error(r, "not a prepared dataset")
+    _user_error(r, "no record of `gantlitz prepare`")
     assert _tree(other) == {"holiday.jpg": b"not ours"}
 
 
@@ -112,7 +117,7 @@ def test_synth_overwrite_replaces_only_a_synthetic_dataset(raw_dataset, tmp_path
     ours = Path(shutil.copytree(raw_dataset, tmp_path / "raw"))
     r = _cli("synth", ours, "--subjects", "1", "--size", "64x64", "--overwrite")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in ours.iterdir()) == ["README.txt", "mask.png", "subject000"]
+    assert _visible(ours) == ["README.txt", "mask.png", "subject000"]
 
 
 # 2. finished model replaced without --overwrite --------------------------------------------------------
@@ -137,7 +142,7 @@ def test_overwrite_removes_only_the_run_s_own_files(prepared_store, run_copy):
     r = _train(prepared_store, run_copy, 2, "--overwrite")
     assert r.exit_code == 0, r.output
     assert (run_copy / "my-notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["step-000000002.safetensors"]
+    assert _visible(run_copy / "checkpoints") == ["step-000000002.safetensors"]
 
 
 def test_train_overwrite_refuses_a_run_folder_holding_the_dataset(prepared_store, tmp_path):
@@ -274,7 +279,7 @@ def test_garbage_config_json_on_resume_is_a_clear_error(prepared_store, run_copy
 
 @pytest.mark.parametrize("change, needle", [
     (lambda m: m["preset"]["model"].update(channel_max=64), "do not match"),
-    (lambda m: m["preset"]["model"].update(channel_base=10**9), "do not match"),
+    (lambda m: m["preset"]["model"].update(channel_base=10**9), "channel_base"),
     (lambda m: m.pop("preset"), "no preset"),
     (lambda m: m["preset"]["model"].update(surprise=1), "preset is invalid"),
     (lambda m: m["dataset"].update(displacement_scale="abc"), "malformed dataset facts"),
