@@ -67,8 +67,8 @@ def _verify_size(tmp: Path, path: Path) -> None:
     except (CheckpointError, ValueError, KeyError, TypeError, IndexError):
         end, n = -1, 0
     if tmp.stat().st_size != 8 + n + end:
-        raise CheckpointError(f"{path}: the writer left an incomplete file ({tmp.stat().st_size} bytes; is the disk "
-                              "full?); nothing was replaced")
+        raise CheckpointError(f"{path}: could not be written: the writer left an incomplete file "
+                              f"({tmp.stat().st_size} bytes; is the disk full?); nothing was replaced")
 
 
 def resolve(path: str | Path) -> Path:

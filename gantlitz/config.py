@@ -268,6 +268,8 @@ def canonical_key(key: str) -> str:
     key = key.strip()
     if key.startswith("preset."):
         key = key[len("preset."):]
+    if key.startswith("augment."):  # the augmentation settings' own section name, as `info` prints it
+        key = f"train.{key}"
     if key in _PRESET_FIELDS:
         return key
     section, _, name = key.rpartition(".")

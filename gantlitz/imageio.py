@@ -199,8 +199,8 @@ def _verify(tmp: Path, path: Path, shape: tuple[int, ...]) -> None:
         except ImageError:
             complete = False
     if not complete:
-        raise ImageError(path, f"the encoder left an incomplete file ({size} bytes; is the disk full?); "
-                               "nothing was replaced")
+        raise ImageError(path, f"could not be written: the encoder left an incomplete file ({size} bytes; is the "
+                               "disk full?); nothing was replaced")
 
 
 def _write_oiio(tmp: Path, path: Path, arr: np.ndarray, fmt: object, attrs: dict[str, object]) -> None:
@@ -213,9 +213,10 @@ def _write_oiio(tmp: Path, path: Path, arr: np.ndarray, fmt: object, attrs: dict
     if out is None:
         raise ImageError(path, f"no writer for this format ({oiio.geterror().strip()})")
     if not out.open(str(tmp), spec):
-        raise ImageError(path, f"cannot open for writing ({out.geterror().strip()})")
+        raise ImageError(path, f"could not be written: can not open it ({out.geterror().strip()})")
     ok = out.write_image(arr)
-    msg = out.geterror().strip()
-    out.close()
+    msg = out.geterror().strip().replace(str(tmp), "the temporary file")
+    ok = out.close() and ok
     if not ok:
-        raise ImageError(path, f"write failed ({msg})")
+        raise ImageError(path, f"could not be written ({msg or 'the encoder failed'}; is the disk full?); nothing "
+                               "was replaced")
