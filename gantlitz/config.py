@@ -390,6 +390,8 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | Sequence[str]
 
 SEED_MAX = 2**32 - 1
 """Seeds are 32-bit: a larger one would repeat a smaller one (the generators hash 32 bits)."""
+SEEDS_MAX = 100_000
+"""Most seeds (textures) one command takes over all its ranges."""
 CHANNELS_MAX = 4096
 """No network of this project has wider layers; a typo (or a tampered file) asking for more is refused
 before anything is allocated."""

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import MODALITIES, MODALITY_CHANNELS, check_seed, check_truncation
+from .config import MODALITIES, MODALITY_CHANNELS, SEEDS_MAX, check_seed, check_truncation
 from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.layout import layout_plot, layout_scores
@@ -360,6 +360,8 @@ def evaluate(
     refuse_existing([out / name for name in RESULT_FILES], overwrite,
                     inputs=[*checkpoints, *([data] if isinstance(data, (str, os.PathLike)) else [])])
     check_seed(seed)
+    if count is not None and not 2 <= count <= SEEDS_MAX:
+        raise InputError(f"count {count}: between 2 and {SEEDS_MAX} samples per checkpoint")
     check_seed(seed + (count or 1) - 1, "last sample seed")
     check_truncation(truncation)
     device = str(resolve_device(device))

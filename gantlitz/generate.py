@@ -28,7 +28,8 @@ import torch
 
 from . import maps as maps_mod
 from .checkpoint import CheckpointError, load_generator
-from .config import MODALITIES, MODALITY_CHANNELS, SEED_MAX, TRUNCATION_MAX, check_seed, check_truncation
+from .config import (MODALITIES, MODALITY_CHANNELS, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX, check_seed,
+                     check_truncation)
 from .errors import UsageError
 from .device import PRECISIONS, precision_context, resolve_device, resolve_precision
 from .geometry import level0_unit
@@ -86,8 +87,6 @@ def __getattr__(name: str) -> Any:
 
 
 # ================================================================================================ helpers
-SEEDS_MAX = 100_000
-"""Most seeds one command takes over all its ranges (each is a full-canvas texture)."""
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import socket
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from .errors import FolderLockedError, OutputError, OutputExistsError
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "write_bytes", "make_dirs", "refuse_existing", "write_json", "write_text", "save_image",
-           "write_gif", "contains", "check_output_dir", "check_writable", "remove_owned", "install_dir",
+           "write_gif", "contains", "check_apart", "check_output_dir", "check_writable", "remove_owned", "install_dir",
            "remove_temporaries", "run_info", "TEMP_GLOB", "FolderLock", "LOCK_NAME", "RECORD_NAME", "writing",
            "record", "owned", "has_record", "sibling", "human_bytes", "OUTPUT_MAPS", "FORMATS", "output_paths",
            "write_map", "GIF_FPS", "save_figure"]
@@ -437,13 +436,9 @@ def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool,
     check_writable(paths)
 
 
-def check_output_dir(
-    out: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False,
-    what: str = "output",
-) -> list[Path]:
-    """The overwrite rule for a folder a command owns, touching nothing: refuse an `out` that is, contains
-    or lies inside an input (even with overwrite), that is a file, that is non-empty without overwrite,
-    or (inside `writing`) non-empty without a record of the command. Returns its user-visible entries."""
+def check_apart(out: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str = "output") -> None:
+    """Refuse an output folder that is, contains or lies inside an input (symlinks resolved), or that is a
+    file; touches nothing and holds even with --overwrite."""
     out = Path(out)
     for source in inputs:
         if contains(out, source) or contains(source, out):
@@ -452,6 +447,16 @@ def check_output_dir(
                                          "(nothing was touched)")
     if out.exists() and not out.is_dir():
         raise OutputError(out, f"exists and is not a folder; choose another {what} folder")
+
+
+def check_output_dir(
+    out: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False,
+    what: str = "output",
+) -> list[Path]:
+    """The overwrite rule for a folder a command owns, touching nothing: `check_apart`; then a non-empty
+    `out` needs overwrite and (inside `writing`) a record of the command. Returns its user-visible entries."""
+    out = Path(out)
+    check_apart(out, inputs, what)
     entries = _user_entries(out)
     if entries and not overwrite:
         raise OutputExistsError(out, f"exists and is not empty; pass --overwrite to replace its {what} "

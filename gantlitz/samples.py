@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .config import check_seed, check_truncation
+from .config import SEEDS_MAX, check_seed, check_truncation
 from .generate import TextureModel
 from .outputs import (FORMATS, GIF_FPS, OUTPUT_MAPS, atomic_path, output_paths, refuse_existing, run_info, save_image,
                       write_gif, write_json, write_map, writing)
@@ -186,6 +186,8 @@ def _write_noise_variations(
     fmt: str | None, truncation: float, overwrite: bool, progress: bool, echo: Echo,
 ) -> dict[str, Any]:
     check_seed(seed)
+    if not 1 <= count <= SEEDS_MAX:
+        raise UsageError(f"--count {count}: between 1 and {SEEDS_MAX} noise seeds")
     check_seed(first_noise_seed + count - 1, "last noise seed")
     check_truncation(truncation)
     if crop is not None and crop > min(model.canvas):

@@ -470,6 +470,10 @@ PROBE = [
                                                     "--out", "o"], 2, ["more than"]),
     ("seeds", "vary-noise-last-beyond", lambda w: None,
      ["vary-noise", "g.safetensors", "--first-noise-seed", str(2**32 - 2), "--count", "4", "--out", "o"], 2, ["2^32"]),
+    ("seeds", "vary-noise-count-cap", lambda w: None,
+     ["vary-noise", "g.safetensors", "--count", str(10**9), "--out", "o"], 2, ["--count"]),
+    ("seeds", "evaluate-count-cap", lambda w: None,
+     ["evaluate", "g.safetensors", "--data", "ds", "--out", "o", "--count", str(10**9)], 1, ["count"]),
     ("seeds", "synth", lambda w: None, ["synth", "s", "--seed", str(2**32)], 2, ["2^32"]),
     ("seeds", "invert", lambda w: None, ["invert", "g.safetensors", "--target", "t.png", "--out", "o", "--seed", "-5"],
      2, ["seed"]),
@@ -625,3 +629,17 @@ def test_a_full_disk_is_a_clear_error_without_partial_files(full_disk, small_ckp
 
     for image in (p for p in full_disk.rglob("*") if p.suffix in (".png", ".exr", ".tif")):
         read_image(image)  # whatever got its final name is complete
+
+
+def test_overwrite_after_a_killed_run_replaces_its_grown_metrics(prepared_store, run_copy):
+    with open(run_copy / "metrics.jsonl", "a") as handle:  # logged after the run's last record, then killed
+        handle.write('{"step": 5}\n')
+    r = _train(prepared_store, run_copy, 2, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert '"step": 5' not in (run_copy / "metrics.jsonl").read_text()
+
+
+def test_a_non_empty_folder_without_overwrite_is_said_so(raw_dataset, tmp_path):
+    _user_files(tmp_path, "photos", "a.jpg")
+    _user_error(_cli("prepare", raw_dataset, tmp_path / "photos"), "not empty", "--overwrite")
+    assert _visible(tmp_path / "photos") == ["a.jpg"]

@@ -38,7 +38,7 @@ import numpy as np
 from .. import __version__, maps
 from ..config import MODALITY_CHANNELS
 from ..errors import GantlitzError, InputError, OutputError, OutputExistsError, UsageError
-from ..outputs import check_output_dir, human_bytes, install_dir, make_dirs, write_text, writing
+from ..outputs import check_apart, check_output_dir, human_bytes, install_dir, make_dirs, write_text, writing
 from ..resample import resize
 from .scans import (Box, PrepareError, Scan, SubjectFiles, common_size, find_subjects, load_subject, parse_crop,
                     read_mask)
@@ -276,7 +276,7 @@ def _prepare(src: Path, out: Path, *, crop: Sequence[int] | None, mask: str | os
              progress: bool) -> Path:
     """`prepare` inside its `writing` block."""
     inputs = [src, *([mask] if mask is not None else [])]
-    check_output_dir(out, inputs=inputs, overwrite=True, what="dataset")  # OUT is no input: checked before staging
+    check_apart(out, inputs, what="dataset")  # OUT is no input: checked before staging
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
         mask_file = Path(mask)

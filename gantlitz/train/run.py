@@ -37,7 +37,7 @@ import torch
 from .. import checkpoint
 from ..config import ConfigError, preset_from_dict, validate
 from ..errors import GantlitzError
-from ..outputs import (LOCK_NAME, FolderLock, check_output_dir, make_dirs, owned, record, remove_owned, remove_temporaries,
+from ..outputs import (LOCK_NAME, FolderLock, check_apart, make_dirs, owned, record, remove_owned, remove_temporaries,
                        writing, write_json, write_text)
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class RunDirectory:
 
     def check(self, *, data: str | os.PathLike, resume: bool, overwrite: bool) -> None:
         """Refuse what the rules forbid, touching nothing (every process of a run calls it)."""
-        check_output_dir(self.path, inputs=[data], overwrite=True, what="run")
+        check_apart(self.path, [data], what="run")
         found = self.run_files()
         if found and not resume and not overwrite:
             raise RunExistsError(
@@ -180,7 +180,7 @@ class RunDirectory:
                 "pass --resume to continue it or --overwrite to start over (the files its record names are deleted)"
             )
         if overwrite and not resume:
-            foreign = [p for p in found if not owned(p, COMMAND)]
+            foreign = [p for p in found if not owned(p, COMMAND) and not self._appended_by_run(p)]
             if foreign:
                 raise RunExistsError(
                     f"{self.path}: --overwrite replaces only the files `gantlitz train` recorded here, and "
@@ -189,6 +189,10 @@ class RunDirectory:
         self._identity = dataset_identity(data)
         if resume and found:
             self._check_same_dataset(data)
+
+    def _appended_by_run(self, path: Path) -> bool:
+        """metrics.jsonl grows after its last record (a killed run): it is the run's when its config is."""
+        return path == self.metrics and owned(self.config, COMMAND)
 
     def _check_same_dataset(self, data: str | os.PathLike) -> None:
         """A resumed run continues on the dataset it started on: same subject names and canvas."""
@@ -215,6 +219,7 @@ class RunDirectory:
         self._writing.enter_context(writing(COMMAND))
         try:
             if overwrite and not resume:
+                record([p for p in [self.metrics] if p.is_file() and self._appended_by_run(p)])
                 remove_owned(self.path)
             if resume:
                 record(self.run_files())
