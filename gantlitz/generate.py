@@ -28,7 +28,8 @@ import torch
 
 from . import maps as maps_mod
 from .checkpoint import CheckpointError, load_generator
-from .config import MODALITIES, MODALITY_CHANNELS
+from .config import (MODALITIES, MODALITY_CHANNELS, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX, check_seed,
+                     check_truncation)
 from .errors import UsageError
 from .device import PRECISIONS, precision_context, resolve_device, resolve_precision
 from .geometry import level0_unit
@@ -48,6 +49,9 @@ __all__ = [
     "parse_seeds",
     "check_seed",
     "SEED_MAX",
+    "SEEDS_MAX",
+    "check_truncation",
+    "TRUNCATION_MAX",
     "synthesize_texture",
     "iter_tiles",
     "tile_layout",
@@ -83,15 +87,6 @@ def __getattr__(name: str) -> Any:
 
 
 # ================================================================================================ helpers
-SEED_MAX = 2**32 - 1
-"""Largest seed: latents come from a 32-bit-seeded generator, so larger seeds would repeat smaller ones."""
-
-
-def check_seed(seed: int) -> int:
-    """`seed` if it lies in 0 .. SEED_MAX, else a `UsageError` saying the range."""
-    if not 0 <= int(seed) <= SEED_MAX:
-        raise UsageError(f"seed {seed} out of range (0 .. 2^32-1 = {SEED_MAX}: larger seeds would repeat smaller ones)")
-    return int(seed)
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
@@ -113,8 +108,10 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
                 a, b = int(match.group(1)), int(match.group(2))
                 if b < a:
                     raise UsageError(f"invalid seed range {part!r}: the end is below the start")
-                if b - a >= 1_000_000:
-                    raise UsageError(f"seed range {part!r} is too long")
+                check_seed(a)
+                check_seed(b)
+                if len(items) + b - a >= SEEDS_MAX:
+                    raise UsageError(f"seed list {text!r} holds more than {SEEDS_MAX} seeds")
                 items.extend(range(a, b + 1))
     else:
         items = [int(s) for s in text]
@@ -122,6 +119,8 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     out = []
     for s in items:
         check_seed(s)
+        if len(seen) >= SEEDS_MAX:
+            raise UsageError(f"more than {SEEDS_MAX} seeds given")
         if s not in seen:
             seen.add(s)
             out.append(s)
@@ -405,14 +404,18 @@ class TextureModel:
 
     # --------------------------------------------------------------------------------------- latents
     @property
+    def inputs(self) -> list[str]:
+        """The files this model was read from (never an output of the commands that use it)."""
+        return [self.path] if self.path else []
+
+    @property
     def name(self) -> str:
         preset = self.meta.get("preset") or {}
         return str(preset.get("name", "generator"))
 
     def ws_for_seed(self, seed: int, truncation: float = 1.0) -> torch.Tensor:
         """Latents ws (1, num_ws, w_dim) of a seed: z ~ N(0, I) from a CPU generator (device-independent)."""
-        if not math.isfinite(truncation):
-            raise UsageError(f"truncation {truncation} is not a finite number")
+        check_truncation(truncation)
         z = torch.randn(1, self.G.cfg.z_dim, generator=torch.Generator().manual_seed(check_seed(seed)))
         with torch.no_grad():
             return self.G.mapping(z.to(self.device), truncation_psi=float(truncation))
@@ -550,7 +553,7 @@ class TextureModel:
         paths = output_paths(out_dir, seed, format)
         if not contact:
             paths.pop("contact")
-        refuse_existing(paths.values(), overwrite)
+        refuse_existing(paths.values(), overwrite, inputs=self.inputs)
         t0 = time.perf_counter()
         result = self.sample(seed, OUTPUT_MAPS, truncation, noise_seed=noise_seed, extrapolate=extrapolate,
                              progress=progress)

@@ -50,7 +50,8 @@ from .nn.generator import Generator
 from .device import resolve_device
 from .generate import TextureModel, load, synthesize_texture
 from .noise import ExplicitNoise
-from .outputs import FORMATS, atomic_path, make_dirs, save_image, write_json, write_map
+from .outputs import (FORMATS, make_dirs, refuse_existing, save_figure, save_image, write_json, write_map,
+                      writing)
 from .resample import area_downsample, block_mean, network_to_unit, unit_to_network
 from .sheets import grid, thumbnails
 
@@ -862,9 +863,7 @@ def plot_losses(losses: np.ndarray, path: str | Path, title: str = "inversion") 
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def _suffix(fmt: str) -> str:
@@ -880,11 +879,13 @@ def _output_names(fmt: str) -> list[str]:
     ]
 
 
-def _check_out_dir(out: Path, fmt: str, *, overwrite: bool, resume: bool) -> None:
-    existing = [n for n in _output_names(fmt) if (out / n).exists()]
-    if existing and not overwrite and not resume:
-        raise InversionError(f"{out} already holds inversion outputs ({', '.join(existing)}); pass --overwrite")
+def _check_out_dir(out: Path, fmt: str, *, overwrite: bool, resume: bool, inputs: Sequence[str | Path]) -> None:
+    """The outputs' pre-flight (nothing touched): no input among them, none replaced that is not this
+    command's own (by the folder's record), the interrupted state kept unless asked."""
+    refuse_existing([out / n for n in _output_names(fmt)], overwrite or resume, inputs=inputs)
     state = out / STATE_NAME
+    if overwrite:  # an interrupted state --overwrite discards must be this command's own
+        refuse_existing([state], True)
     if state.exists() and not resume and not overwrite:
         raise InversionError(
             f"{out} holds an interrupted inversion ({STATE_NAME}); pass --resume to continue it or --overwrite to "
@@ -960,10 +961,17 @@ def run(
     overwrite: bool = False, fmt: str = "exr", device: str | torch.device | None = None, progress: bool = True,
 ) -> InversionResult:
     """The `gantlitz invert` command: load, validate, invert (resumable), write every output to `out`."""
-    out = Path(out)
-    cfg = config or InversionConfig()
+    with writing("invert"):
+        return _run(checkpoint, target_path, Path(out), modality=modality, mode=mode, config=config or InversionConfig(),
+                    resume=resume, overwrite=overwrite, fmt=fmt, device=device, progress=progress)
+
+
+def _run(checkpoint: str | Path, target_path: str | Path, out: Path, *, modality: str, mode: Mode,
+         config: InversionConfig, resume: bool, overwrite: bool, fmt: str, device: str | torch.device | None,
+         progress: bool) -> InversionResult:
+    cfg = config
     dev = resolve_device(device)
-    _check_out_dir(out, fmt, overwrite=overwrite, resume=resume)
+    _check_out_dir(out, fmt, overwrite=overwrite, resume=resume, inputs=[checkpoint, target_path])
     model = load(checkpoint, device=dev)
     G = _unwrap(model)
     target, _ = load_target(target_path, modality, G.canvas, mode)
@@ -971,7 +979,8 @@ def run(
     state = out / STATE_NAME
     if overwrite and not resume and state.exists():
         state.unlink()
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "target": str(Path(target_path).resolve())}
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "target": str(Path(target_path).resolve()),
+            "model": _model_identity(model)}
     result = invert(model, target, modality, mode, cfg, device=dev, state_path=state, resume=resume,
                     progress=progress, meta=meta)
     assert result is not None
@@ -985,20 +994,40 @@ def regenerate(
     checkpoint: str | Path, latent: str | Path, out: str | Path, *, fmt: str = "exr", overwrite: bool = False,
     device: str | torch.device | None = None,
 ) -> InversionResult:
-    """Turn a saved latent file back into the full set of maps (+ contact sheet and loss curve) in `out`."""
+    """Turn a saved latent file back into the full set of maps (+ contact sheet and loss curve) in `out`,
+    with the model the latent file records (another one is refused: its latents mean something else)."""
     out = Path(out)
-    dev = resolve_device(device)
-    model = load(checkpoint, device=dev)
-    result = load_latent(latent, model)
-    target = None
-    tpath = result.extra.get("target")
-    if tpath and Path(tpath).exists():
-        try:
-            target, _ = load_target(tpath, result.modality, _unwrap(model).canvas, result.mode)
-        except TargetError as exc:
-            log.warning("not showing the original target: %s", exc)
-    existing = [n for n in _output_names(fmt) if n != LATENT_NAME and (out / n).exists()]
-    if existing and not overwrite:
-        raise InversionError(f"{out} already holds outputs ({', '.join(existing)}); pass --overwrite")
-    write_outputs(out, result, model, target=target, fmt=fmt, overwrite=overwrite, device=dev)
+    with writing("invert"):
+        refuse_existing([out / n for n in _output_names(fmt) if n != LATENT_NAME], overwrite,
+                        inputs=[checkpoint, latent])
+        dev = resolve_device(device)
+        model = load(checkpoint, device=dev)
+        result = load_latent(latent, model)
+        _check_model(latent, result.extra.get("model"), model)
+        target = None
+        tpath = result.extra.get("target")
+        if tpath and Path(tpath).is_file():
+            try:
+                target, _ = load_target(tpath, result.modality, _unwrap(model).canvas, result.mode)
+            except TargetError as exc:
+                log.warning("not showing the original target: %s", exc)
+        write_outputs(out, result, model, target=target, fmt=fmt, overwrite=overwrite, device=dev)
     return result
+
+
+def _model_identity(model: Any) -> dict[str, Any]:
+    """What a latent file records of the model it was made with: its file, preset, step and weights' digest."""
+    return {"path": getattr(model, "path", None), "preset": getattr(model, "name", None),
+            "step": getattr(model, "meta", {}).get("step"), "digest": ckpt.digest(_unwrap(model).state_dict())}
+
+
+def _check_model(latent: str | Path, recorded: Any, model: Any) -> None:
+    """Refuse to regenerate with weights other than the latent file's (the same latents give other maps)."""
+    if not isinstance(recorded, dict) or "digest" not in recorded:
+        log.warning("%s records no model (an older latent file): it can not be checked against %s", latent,
+                    getattr(model, "path", "the model"))
+        return
+    if recorded["digest"] != ckpt.digest(_unwrap(model).state_dict()):
+        raise InversionError(f"{latent}: made with another model ({recorded.get('path')}, preset "
+                             f"{recorded.get('preset')}, step {recorded.get('step')}) than {getattr(model, 'path', '?')}; "
+                             "regenerate with that model (the latents mean something else in another one)")

@@ -9,8 +9,8 @@ import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
-from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate_model,
-                     validate_preset, validate_train)
+from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate,
+                     validate_preset)
 
 _L_MODEL = ModelConfig()
 _S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1))  # paper §4.3.1: D keeps L's widths
@@ -95,10 +95,7 @@ def resolve(
 
     The global baseline (`global_res` set) trains an R×R whole-image model: canvas = patch = R."""
     base = get(preset) if isinstance(preset, str) else preset
-    resolved = apply_overrides(base, overrides)
-    validate_train(resolved.train)
-    validate_model(resolved.model)
-    validate_preset(resolved)
+    resolved = validate(apply_overrides(base, overrides))
     where = f" ({data_path})" if data_path is not None else ""
     if resolved.global_res is not None:
         r = int(resolved.global_res)
@@ -121,4 +118,5 @@ def resolve(
             resolved = resolved.with_canvas(h, w)
         except ValueError as exc:
             raise ConfigError(f"preset {resolved.name!r} on canvas {w}x{h}{where}: {exc}") from None
+        validate_preset(resolved)  # the location grid and the whole-canvas level depend on the canvas
     return resolved

@@ -12,6 +12,7 @@ import OpenImageIO as oiio
 import pytest
 from click.testing import CliRunner
 
+from gantlitz.outputs import record
 from gantlitz import maps
 from gantlitz.cli import main
 import gantlitz.data.prepare as prep
@@ -346,6 +347,7 @@ def test_a_prepare_killed_while_installing_resumes(raw_dataset, prepared_store, 
     if existing:
         shutil.copytree(prepared_store, out)
         (out / "textures.npy").write_bytes(b"old")  # an older dataset, to be replaced
+        record([out / "textures.npy"], "prepare")  # ... that an earlier prepare wrote (its record says so)
         patch = ("real = os.replace\n"
                  "def replace(a, b):\n"
                  "    real(a, b)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import presets
-from .params import Finite
+from .params import Finite, Seed
 
 
 def _overrides(**flags: object) -> dict[str, object]:
@@ -36,7 +36,7 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
               help="fp32 (strict), tf32 (CUDA default) or bf16 autocast of the G and D passes (losses fp32).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the G and D passes.")
-@click.option("--seed", type=int, default=None, help="Seed of the weights and of every random draw.")
+@click.option("--seed", type=Seed(), default=None, help="Seed of the weights and of every random draw.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: the local GPU if any, else CPU).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Steps between checkpoints.")
