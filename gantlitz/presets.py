@@ -34,6 +34,9 @@ _TINY_MODEL = ModelConfig(
 _TINY_TRAIN = TrainConfig(
     batch=4, group_size=2, warmup_steps=100, r1_interval=4, ema_rampup=0.05, steps=2000, checkpoint_every=200,
     preview_every=200, log_every=10, precision="fp32", workers=0,
+    # measured at equal wall time (docs/training.md, "Time to layout"): a whole-canvas view at level 1
+    # (32x32) with moment matching there places the face; the patch objective alone does not
+    whole_level=1, whole_moment_weight=100.0,
     augment=AugmentConfig(ada_kimg=5.0),
 )
 
