@@ -66,8 +66,12 @@ def _train(data: Path, run: Path, steps: int, *extra: str) -> Result:
 def trained_run(prepared_store, tmp_path_factory) -> Path:
     """A `tiny` run of 4 steps (checkpoints at 2 and 4, model, metrics); copy it before changing it."""
     run = tmp_path_factory.mktemp("run") / "run"
-    torch.set_num_threads(1)
-    r = _train(prepared_store, run, 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # for this run only: the later tests keep the session's thread count
+    try:
+        r = _train(prepared_store, run, 4)
+    finally:
+        torch.set_num_threads(threads)
     assert r.exit_code == 0, r.output
     return run
 

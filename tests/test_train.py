@@ -86,15 +86,18 @@ def test_resume_gives_the_same_run(prepared_store, tmp_path):
     assert result.step == 4
     a, b = _metrics(straight), _metrics(split)
     assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4]
+    # Bit for bit, not within a round-off bound: on a CPU the arithmetic repeats exactly for one build and
+    # thread count (this module runs on one thread), and any round-off difference would not stay small:
+    # Adam divides each step by the gradient's own magnitude (see tests/test_step.py).
     for ma, mb in zip(a, b):
         for key in LOSS_KEYS:
             if key in ma:
-                assert ma[key] == pytest.approx(mb[key], abs=1e-6), (ma["step"], key)
+                assert ma[key] == mb[key], (ma["step"], key)
     ta, _ = checkpoint.load(straight)
     tb, _ = checkpoint.load(split)
     for key in ta:
         if key.split(".")[0] in ("G", "G_ema", "D", "opt_G", "opt_D"):
-            assert torch.allclose(ta[key].float(), tb[key].float(), atol=1e-6), key
+            assert torch.equal(ta[key], tb[key]), key
     cfg = json.loads((split / "config.json").read_text())
     assert [r["start_step"] for r in cfg["runs"]] == [0, 2]
 
