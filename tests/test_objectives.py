@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import SMALL_CANVAS, SMALL_PRESET, ellipse_mask, randomise
+from helpers import SMALL_CANVAS, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, randomise
 
 from gantlitz.config import ConfigError, apply_overrides
 from gantlitz.networks import build
@@ -59,8 +59,7 @@ def test_the_coarse_map_is_the_level_output_every_patch_computes():
         top, left = 32, 64
         patch = G(ws, zero + top, zero + left, seeds, height=p, width=p, level=LEVEL)
         crop = coarse[:, :, top >> shift:(top + p) >> shift, left >> shift:(left + p) >> shift]
-        scale = coarse.abs().max().item()
-        assert (patch - crop).abs().max().item() <= 64 * torch.finfo(torch.float32).eps * scale
+        assert_roundoff_equal(patch, crop, what="a patch's level output against the whole canvas's")
         last = G(ws, zero, zero, seeds, height=h, width=w, level=G.num_levels - 1)
         full = G(ws, zero, zero, seeds, height=h, width=w, apply_mask=False)
         assert torch.equal(last, full)
@@ -108,7 +107,7 @@ def test_a_model_trained_with_the_options_has_the_same_generator():
         block = G.synthesize(ws, "albedo", 0, 32, 2 * p, 2 * p, noise_seed=3)
         tiles = torch.cat([torch.cat([G.synthesize(ws, "albedo", i * p, 32 + j * p, p, p, noise_seed=3)
                                       for j in range(2)], 3) for i in range(2)], 2)
-    assert (block - tiles).abs().max().item() <= 64 * torch.finfo(torch.float32).eps * block.abs().max().item()
+    assert_roundoff_equal(block, tiles, what="one pass against stitched patches")
 
 
 def test_moment_loss_moves_a_group_together_towards_the_data_mean():

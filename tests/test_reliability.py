@@ -548,8 +548,9 @@ def test_resume_on_a_changed_dataset_is_refused(prepared_store, run_copy, tmp_pa
     manifest = json.loads((other / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps({**manifest, "subjects": subjects(manifest["subjects"])}))
     before = _hashes(run_copy)
-    _user_error(_train(other, run_copy, 6, "--resume"), "not the dataset", "subjects")
+    _user_error(_train(other, run_copy, 6, "--resume"), "not the dataset", "--allow-data-change")
     assert _hashes(run_copy) == before
+    assert _train(other, run_copy, 6, "--resume", "--allow-data-change").exit_code == 0  # when asked
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes(prepared_store, run_copy):

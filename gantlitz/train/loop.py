@@ -399,6 +399,7 @@ def train(
     previews: bool = True,
     command: Sequence[str] | None = None,
     handle_signals: bool = True,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train `preset` (name or Preset, plus dotted `overrides`) on the prepared dataset `data` into run
     directory `out`.
@@ -406,7 +407,8 @@ def train(
     `steps` (total steps) or `kimg` (thousands of real samples over all processes) override
     `train.steps`; `resume` continues from the newest valid checkpoint of `out` (starting fresh if there
     is no run); `overwrite` clears a previous run's own files (never other files); `max_minutes` stops
-    after that much wall time as if the run had ended (final checkpoint + model). Writes RUN/config.json,
+    after that much wall time as if the run had ended (final checkpoint + model); `allow_data_change`
+    lets a resumed run continue on a dataset whose subjects or canvas differ from the run's record. Writes RUN/config.json,
     RUN/checkpoints/step-*.safetensors (every train.checkpoint_every steps, the last
     train.keep_checkpoints kept), RUN/model.safetensors (G_ema) at the end, TensorBoard logs, previews.
     The run directory is locked while training (`gantlitz.train.run`).
@@ -419,7 +421,7 @@ def train(
     t_start = time.time()
     store = _open_store(data)
     run = RunDirectory(Path(out))
-    run.check(data=data, resume=resume, overwrite=overwrite)
+    run.check(data=data, resume=resume, overwrite=overwrite, allow_data_change=allow_data_change)
     info = distributed.setup(device)
     try:
         resumed = run.resumable() if resume else None

@@ -34,7 +34,7 @@ from .state import Purpose, optimizer_from_flat, optimizer_to_flat
 if TYPE_CHECKING:  # the trainer owns the phases; only its type is needed here
     from .loop import Trainer
 
-__all__ = ["DataTargets", "data_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
+__all__ = ["DataTargets", "data_targets", "random_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
            "MomentMatch", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
 
 
@@ -77,6 +77,23 @@ def data_targets(store: Any, preset: Any) -> DataTargets | None:
         h, w = whole_size(model, cfg.whole_level)
         out.whole_reals = stack(h, w)
         out.whole_mask = torch.from_numpy(np.asarray(store.mask_at(h, w), dtype=np.float32))
+    return out
+
+
+def random_targets(preset: Any, seed: int = 0) -> DataTargets | None:
+    """Targets of the right shapes with random values in [-1, 1], for timing a step without a dataset
+    (benchmarks); None when no option needs any."""
+    cfg, model = preset.train, preset.model
+    if cfg.moment_weight <= 0 and cfg.whole_level is None:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    out = DataTargets()
+    cell = model.patch_size // cfg.moment_cells
+    out.moment_means = torch.rand(5, model.canvas_height // cell, model.canvas_width // cell, generator=gen) * 2 - 1
+    if cfg.whole_level is not None:
+        h, w = whole_size(model, cfg.whole_level)
+        out.whole_reals = torch.rand(8, 5, h, w, generator=gen) * 2 - 1
+        out.whole_mask = torch.ones(h, w)
     return out
 
 

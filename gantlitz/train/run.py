@@ -170,8 +170,9 @@ class RunDirectory:
         found = [p for p in (self.config, self.model, self.metrics) if p.is_file()]
         return found + sorted(self.checkpoints.glob(checkpoint.CHECKPOINT_GLOB))
 
-    def check(self, *, data: str | os.PathLike, resume: bool, overwrite: bool) -> None:
-        """Refuse what the rules forbid, touching nothing (every process of a run calls it)."""
+    def check(self, *, data: str | os.PathLike, resume: bool, overwrite: bool, allow_data_change: bool = False) -> None:
+        """Refuse what the rules forbid, touching nothing (every process of a run calls it); a resumed run
+        on a dataset whose subjects or canvas changed is refused unless `allow_data_change`."""
         check_apart(self.path, [data], what="run")
         found = self.run_files()
         if found and not resume and not overwrite:
@@ -187,7 +188,7 @@ class RunDirectory:
                     f"{', '.join(str(p.relative_to(self.path)) for p in foreign[:4])} are not (no record names them, "
                     "or they changed since); move them away or choose another --out (nothing was touched)")
         self._identity = dataset_identity(data)
-        if resume and found:
+        if resume and found and not allow_data_change:
             self._check_same_dataset(data)
 
     def _appended_by_run(self, path: Path) -> bool:
@@ -205,7 +206,8 @@ class RunDirectory:
         changes = _identity_changes(before, self._identity)
         if changes:
             raise RunExistsError(f"{data}: not the dataset the run in {self.path} was trained on (" + "; ".join(changes)
-                                 + "); resume on that dataset, or start a new run (another --out, or --overwrite)")
+                                 + "); resume on that dataset, continue on this one with --allow-data-change, or start a new run "
+                                 "(another --out, or --overwrite)")
 
     def open(self, *, overwrite: bool, resume: bool) -> None:
         """Create the folder, take the lock and start recording (main process); --overwrite then removes the
