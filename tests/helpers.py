@@ -135,3 +135,12 @@ def quantisation_bound(bits: int) -> float:
 HALF_FLOAT_QUANTISATION = float(np.finfo(np.float16).eps)
 """The most a value in [0, 1] moves when stored as an EXR half float: 2^-10 ≈ 9.8e-4, two half-float
 steps of values in [0.5, 1] (rounding either way stays within it). Quantisation, not round-off."""
+
+
+def small_checkpoint(path: Path) -> Path:
+    """A random `SMALL_PRESET` generator (outputs mostly inside [-1, 1]) saved as a checkpoint at `path`."""
+    from gantlitz.networks import build
+
+    G, _ = build(SMALL_PRESET, seed=3, mask=ellipse_mask())
+    randomise(G, scale=0.1, rgb_gain=0.15)
+    return save_generator(path, G)

@@ -32,10 +32,8 @@ from helpers import (
     SMALL_PRESET,
     SMALL_SCALE,
     assert_roundoff_equal,
-    ellipse_mask,
     quantisation_bound,
-    randomise,
-    save_generator,
+    small_checkpoint,
 )
 
 CANVAS, SCALE, PRESET = SMALL_CANVAS, SMALL_SCALE, SMALL_PRESET
@@ -43,9 +41,7 @@ CANVAS, SCALE, PRESET = SMALL_CANVAS, SMALL_SCALE, SMALL_PRESET
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    G, _ = build(PRESET, seed=3, mask=ellipse_mask())
-    randomise(G, scale=0.1, rgb_gain=0.15)
-    return save_generator(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G)
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
