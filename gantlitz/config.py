@@ -205,6 +205,9 @@ class TrainConfig:
     whole_moment_weight: float = 0.0
     """Weight of moment matching on the whole-canvas view: the batch's mean coarse map against the data's
     mean at that size, every pixel of it (a denser signal than per patch). 0 turns it off."""
+    whole_moments: int = 1
+    """Moments matched on the whole view: 1, the per-pixel mean; 2, also the mean of squares (with the mean
+    matched, the spread of samples around it)."""
     location_stride: int | None = None
     """Stride of the training location grid in pixels; None is the paper's half patch (50 % overlap).
     The finest possible is the level-0 unit (a quarter patch): every offset the encoding aligns to."""
@@ -589,6 +592,8 @@ def validate_preset(preset: Preset) -> None:
             raise ConfigError(f"train.{name} must be a finite number >= 0, got {getattr(cfg, name)}")
     if cfg.whole_every < 1:
         raise ConfigError(f"train.whole_every must be >= 1, got {cfg.whole_every}")
+    if cfg.whole_moments not in (1, 2):
+        raise ConfigError(f"train.whole_moments must be 1 (means) or 2 (means and squares), got {cfg.whole_moments}")
     stride, unit = cfg.location_stride, max(model.patch_size // 4, 1)
     if stride is not None and not (0 < stride <= model.patch_size and stride % unit == 0
                                    and (model.canvas_height - model.patch_size) % stride == 0

@@ -172,6 +172,7 @@ def test_resume_with_the_options_repeats_the_run(tmp_path):
     ({"train.moment_cells": 3}, "power of two"),
     ({"train.moment_weight": float("nan")}, "moment_weight"),
     ({"train.whole_every": 0}, "whole_every"),
+    ({"train.whole_moments": 3}, "whole_moments"),
 ])
 def test_impossible_objective_settings_are_config_errors(setting, message):
     with pytest.raises(ConfigError, match=message):
@@ -203,8 +204,12 @@ def test_data_targets_from_a_store(prepared_store):
     assert objectives.data_targets(store, dataclasses.replace(preset, train=SMALL_PRESET.train)) is None
 
 
-def test_whole_view_moments_alone_need_no_discriminator_step():
-    trainer = _trainer(**{"train.whole_level": LEVEL, "train.whole_weight": 0.0, "train.whole_moment_weight": 1.0})
+@pytest.mark.parametrize("moments", [1, 2])
+def test_whole_view_moments_alone_need_no_discriminator_step(moments):
+    """The value is (batch mean − data mean)² per pixel, plus (mean of squares − the data's)² with two
+    moments; no discriminator step runs when the view's adversarial weight is 0."""
+    trainer = _trainer(**{"train.whole_level": LEVEL, "train.whole_weight": 0.0, "train.whole_moment_weight": 1.0,
+                          "train.whole_moments": moments})
     batch = objectives.StepBatch(0, *_batch(trainer), trainer.ada.p_tensor)
     assert trainer.whole.d_phase(batch) == {}
     out = trainer.whole.g_loss(batch)
@@ -212,6 +217,8 @@ def test_whole_view_moments_alone_need_no_discriminator_step():
     with torch.no_grad():
         fake = trainer.whole.fakes(0, update_w_avg=False)
     expect = (fake.mean(0) - trainer.whole.mean).square().mean()
+    if moments == 2:
+        expect = expect + (fake.square().mean(0) - trainer.whole.reals.square().mean(0)).square().mean()
     torch.testing.assert_close(out["whole/loss_moments"].detach(), expect)
 
 

@@ -296,6 +296,7 @@ class WholeCanvas:
                              f"got {tuple(reals.shape)}")
         self.reals = reals.to(t.device, torch.float32)
         self.mean = self.reals.mean(0)
+        self.mean_square = self.reals.square().mean(0)
         self.mask = mask.to(t.device, torch.float32).reshape(1, 1, *self.size)
         d_cfg = dataclasses.replace(model, patch_size=min(self.size), disc_pos="none", disc_locate=False,
                                     disc_pos_inject="input")
@@ -370,9 +371,11 @@ class WholeCanvas:
                                 self.zeros, self.zeros, self.group).float()
             out["whole/loss_G"] = cfg.whole_weight * losses.g_nonsaturating(logits)
         if cfg.whole_moment_weight > 0:  # every sample is at the same (whole-canvas) location: one group
-            kept = torch.ones(fake.shape[:2], device=fake.device)
-            out["whole/loss_moments"] = cfg.whole_moment_weight * mean_matching(
-                fake.float(), self.mean[None], kept, fake.shape[0])
+            f, kept, n = fake.float(), torch.ones(fake.shape[:2], device=fake.device), fake.shape[0]
+            loss = mean_matching(f, self.mean[None], kept, n)
+            if cfg.whole_moments == 2:  # E[f²] too: with the mean matched, the per-pixel spread
+                loss = loss + mean_matching(f.square(), self.mean_square[None], kept, n)
+            out["whole/loss_moments"] = cfg.whole_moment_weight * loss
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
