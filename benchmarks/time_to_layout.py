@@ -12,7 +12,7 @@ split-half value.
 
 Resumable: a variant that has not reached `--minutes` of training continues from its last checkpoint,
 and measured checkpoints are read back from OUT/measures.jsonl. OUT/summary.json and OUT/curves.png
-hold the result.
+hold the result; OUT/tensorboard the curves as TensorBoard scalars (`tensorboard --logdir OUT/tensorboard`).
 
     python benchmarks/time_to_layout.py --data DS --out runs/ttl --minutes 20 \
         --variant base: --variant moments:train.moment_weight=10
@@ -92,6 +92,22 @@ def checkpoint_times(run: Path) -> dict[int, float]:
         last = t
         out[int(rec["step"])] = (total + t) / 60.0
     return out
+
+
+def tensorboard_scalars(out: Path, rows: list[dict]) -> None:
+    """The measured curves as TensorBoard scalars, one run per variant under OUT/tensorboard (x: step)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for name in sorted({r["variant"] for r in rows}):
+        writer = SummaryWriter(str(out / "tensorboard" / name))
+        for r in sorted((r for r in rows if r["variant"] == name), key=lambda r: r["step"]):
+            for m, v in r["layout"].items():
+                writer.add_scalar(f"layout/{m}", v["ratio"], r["step"])
+                writer.add_scalar(f"spread/{m}", v["std_ratio"], r["step"])
+            writer.add_scalar("kid/patch", r["kid_patch"], r["step"])
+            writer.add_scalar("kid/whole", r["kid_whole"], r["step"])
+            writer.add_scalar("minutes", r["minutes"], r["step"])
+        writer.close()
 
 
 def measure_checkpoints(args: argparse.Namespace, name: str, real: dict, mask: np.ndarray, canvas: tuple[int, int],
@@ -226,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "table.md").write_text(markdown(summary))
     plot(rows, variants, args.target, out / "curves.png")
+    tensorboard_scalars(out, rows)
     print(json.dumps(summary["variants"], indent=1), flush=True)
     return 0
 
