@@ -31,7 +31,8 @@ from gantlitz.studio.cache import LRUCache
 from gantlitz.studio.params import Identity
 from gantlitz.studio.pyramid import Pyramid
 from gantlitz.studio.worker import Busy, Worker
-from helpers import SMALL_PRESET, ellipse_mask, save_generator, small_checkpoint
+from helpers import (HALF_FLOAT_QUANTISATION, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, save_generator,
+                     small_checkpoint)
 
 pytest.importorskip("starlette.testclient")
 from starlette.testclient import TestClient  # noqa: E402
@@ -161,6 +162,13 @@ def test_static_files_are_a_fixed_packaged_table(client: TestClient) -> None:
 
 
 # --------------------------------------------------------------------------------------------- pixels
+def _same_8bit(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """8-bit images of the same values computed two ways: float round-off may move a value across a rounding
+    boundary, so a pixel may differ by one step, and only where the float values sit at a boundary."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (what, int(diff.max()), float((diff > 0).mean()))
+
+
 def test_tiles_equal_generate_exactly(client: TestClient, model: TextureModel, reference) -> None:
     engine = studio_of(client).engine
     ident = Identity(SEED, PSI)
@@ -168,11 +176,12 @@ def test_tiles_equal_generate_exactly(client: TestClient, model: TextureModel, r
     for m in OUTPUT_MAPS:
         floats = np.concatenate([np.concatenate([engine.tile_array(ident, m, finest, r, c) for c in range(3)], 1)
                                  for r in range(2)], 0)
-        assert np.array_equal(floats, reference[m]), m  # bitwise: the same forward passes as generate
-        assert np.array_equal(stitch(client, m, finest), to_uint8(reference[m])), m
+        # the same forward passes as generate; other batch shapes or thread counts only reorder sums
+        assert_roundoff_equal(floats, reference[m], what=f"{m} tiles against generate")
+        _same_8bit(stitch(client, m, finest), to_uint8(reference[m]), m)
         for level in range(finest):
             f = engine.pyramid.factor(level)
-            assert np.array_equal(stitch(client, m, level), to_uint8(area_downsample(reference[m], f))), (m, level)
+            _same_8bit(stitch(client, m, level), to_uint8(area_downsample(reference[m], f)), f"{m} level {level}")
 
 
 def test_tiles_equal_the_generate_command_files(client: TestClient, ckpt: Path, tmp_path: Path) -> None:
@@ -182,19 +191,19 @@ def test_tiles_equal_the_generate_command_files(client: TestClient, ckpt: Path, 
     engine, ident = studio_of(client).engine, Identity(SEED, PSI)
     full = {m: engine.region(ident, m, (0, 0, 64, 96)) for m in OUTPUT_MAPS}
     written = {m: read_image(tmp_path / f"seed{SEED:04d}" / f"{m}.exr") for m in OUTPUT_MAPS}
-    assert np.array_equal(written["displacement"], full["displacement"])  # float32 in the file
+    assert_roundoff_equal(written["displacement"], full["displacement"], what="displacement")  # float32 in the file
     for m in ("albedo", "specular", "normal"):  # half floats in the file
-        assert np.array_equal(written[m], full[m].astype(np.float16).astype(np.float32)), m
+        assert np.abs(written[m] - full[m]).max() <= HALF_FLOAT_QUANTISATION, m
 
 
 def test_interpolation_and_noise_tiles(client: TestClient, model: TextureModel) -> None:
     ws = interpolate_ws(model.ws_for_seed(SEED, PSI), model.ws_for_seed(9, PSI), 0.25)
     mixed = model.sample_ws(ws, OUTPUT_MAPS, noise_seed=SEED)
     got = stitch(client, "albedo", 2, f"seed={SEED}&truncation={PSI}&seed_b=9&t=0.25")
-    assert np.array_equal(got, to_uint8(mixed["albedo"]))
+    _same_8bit(got, to_uint8(mixed["albedo"]), "interpolated albedo")
     varied = model.sample(SEED, OUTPUT_MAPS, PSI, noise_seed=77)
     got = stitch(client, "displacement", 2, f"seed={SEED}&truncation={PSI}&noise=77")
-    assert np.array_equal(got, to_uint8(varied["displacement"]))
+    _same_8bit(got, to_uint8(varied["displacement"]), "new-noise displacement")
     assert not np.array_equal(got, stitch(client, "displacement", 2))  # new noise, new pores
 
 
