@@ -266,12 +266,7 @@ def prepare(
     works on ``out``. ``overwrite`` replaces only the dataset's own files (`DATASET_FILES`).
     """
     src, out = Path(src), Path(out)
-    if normal_convention not in maps.CONVENTIONS:
-        raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
-    if not (math.isfinite(displacement_height) and displacement_height > 0):
-        raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
-    if int(workers) < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    _check_options(normal_convention, displacement_height, workers)
     inputs = [src, *([mask] if mask is not None else [])]
     check_output_dir(out, inputs=inputs, overwrite=True, what="dataset")  # OUT is no input: checked before staging
     subjects, mask_file, problems = find_subjects(src)
@@ -300,18 +295,7 @@ def prepare(
                     mask_source = _mask_pass(staging, job, runner, mask_file, src)
                     _write_pass(staging, job, runner)
                     scale = _finalise_pass(staging, job, runner)
-                manifest = {
-                    "format": STORE_FORMAT, "version": STORE_VERSION,
-                    "canvas": {"height": canvas[0], "width": canvas[1]},
-                    "modalities": dict(MODALITY_CHANNELS), "subjects": job.names,
-                    "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
-                    "crop": list(box) if box else None, "mask": mask_source,
-                    "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
-                    "source": str(src.resolve()), "source_size": {"height": height, "width": width},
-                    "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "gantlitz_version": __version__,
-                }
+                manifest = _manifest(job, src, (height, width), scale, flip=flip, mask_source=mask_source)
                 staging.drop_heights()
                 write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), overwrite=True, fsync=True)
                 staging.journal["installing"] = True
@@ -326,6 +310,33 @@ def prepare(
             raise
         staging.remove()
     return out
+
+
+def _check_options(normal_convention: str, displacement_height: float, workers: int) -> None:
+    if normal_convention not in maps.CONVENTIONS:
+        raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
+    if not (math.isfinite(displacement_height) and displacement_height > 0):
+        raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
+    if int(workers) < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+
+
+def _manifest(job: _Job, src: Path, source_size: tuple[int, int], scale: float, *, flip: bool,
+              mask_source: Any) -> dict[str, Any]:
+    """The dataset's manifest.json (docs/architecture.md, "Prepared dataset")."""
+    box, canvas = job.box, job.canvas
+    return {
+        "format": STORE_FORMAT, "version": STORE_VERSION,
+        "canvas": {"height": canvas[0], "width": canvas[1]},
+        "modalities": dict(MODALITY_CHANNELS), "subjects": job.names,
+        "displacement_scale": float(scale), "normal_convention": job.convention, "flip": bool(flip),
+        "crop": list(box) if box else None, "mask": mask_source,
+        "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
+        "source": str(src.resolve()), "source_size": {"height": source_size[0], "width": source_size[1]},
+        "displacement_height": float(job.displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gantlitz_version": __version__,
+    }
 
 
 def _canvas(box: Box | None, height: int, width: int) -> tuple[int, int]:
