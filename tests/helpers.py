@@ -56,3 +56,21 @@ def save_generator(path: Path, G: torch.nn.Module, preset: Preset = SMALL_PRESET
         "dataset": {"canvas": list(canvas), "displacement_scale": displacement_scale, "normal_convention": "opengl"},
         "step": 0,
     })
+
+
+ROUNDOFF_ULPS = 64
+"""Seamlessness and reference equivalences hold to float32 round-off relative to the values' scale."""
+
+
+def roundoff(a, b) -> tuple[float, float]:
+    """(max |a − b|, the round-off bound 64 · eps(float32) · max |a|) of two arrays or tensors."""
+    a = (a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).double()
+    b = (b.detach() if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b))).double()
+    bound = ROUNDOFF_ULPS * float(torch.finfo(torch.float32).eps) * float(a.abs().max())
+    return float((a - b).abs().max()), bound
+
+
+def assert_roundoff(a, b) -> None:
+    """a equals b up to float32 round-off: max |a − b| <= 64 · eps(float32) · max |a|."""
+    diff, bound = roundoff(a, b)
+    assert diff <= bound, f"max |a - b| = {diff:.3g} exceeds the round-off bound {bound:.3g}"

@@ -43,7 +43,7 @@ from ..resample import resize
 from .scans import (Box, PrepareError, Scan, SubjectFiles, common_size, find_subjects, load_subject, parse_crop,
                     read_mask)
 from .staging import Staging, fingerprint, fingerprint_changes
-from .store import STORE_FORMAT, STORE_VERSION
+from .store import STORE_FORMAT, STORE_VERSION, to_stored
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ class PrepareStopped(GantlitzError, RuntimeError):
 def _preview_size(height: int, width: int) -> tuple[int, int]:
     s = min(1.0, PREVIEW_MAX / max(height, width))
     return max(1, round(height * s)), max(1, round(width * s))
-
-
-def _quantise(x: np.ndarray, *, consume: bool = False) -> np.ndarray:
-    """[0, 1] → uint16; ``consume`` works in ``x`` itself (an 8K subject's colours are 400 MB as float32)."""
-    y = np.clip(x, 0.0, 1.0, out=x if consume else None)
-    y *= 65535.0
-    np.rint(y, out=y)
-    return y.astype(np.uint16)
 
 
 def check_dataset_out(out: Path, inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
@@ -141,8 +133,8 @@ def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | Non
     colour = np.concatenate([albedo, specular[..., None]], axis=2, dtype=np.float32)
     del albedo, specular
     colour[vis == 0] = 0.5
-    _put(staging, "preview.npy", i, np.s_[:, :, :4], _quantise(resize(colour, *job.preview)))
-    _put(staging, "textures.npy", i, np.s_[:, :, :4], _quantise(colour, consume=True))
+    _put(staging, "preview.npy", i, np.s_[:, :, :4], to_stored(resize(colour, *job.preview)))
+    _put(staging, "textures.npy", i, np.s_[:, :, :4], to_stored(colour, consume=True))
     return [], (lo, hi)
 
 
@@ -156,9 +148,9 @@ def _finalise_step(job: _Job, i: int, ranges: list[list[float]], scale: float) -
     disp = 0.5 + (np.asarray(heights[i]) - centre) / scale
     del heights
     disp[vis == 0] = 0.5
-    preview = _quantise(resize(disp[..., None], *job.preview))[..., 0]
+    preview = to_stored(resize(disp[..., None], *job.preview))[..., 0]
     _put(staging, "preview.npy", i, np.s_[:, :, 4], preview)
-    _put(staging, "textures.npy", i, np.s_[:, :, 4], _quantise(disp, consume=True))
+    _put(staging, "textures.npy", i, np.s_[:, :, 4], to_stored(disp, consume=True))
 
 
 def _put(staging: Staging, name: str, i: int, where: tuple, values: np.ndarray) -> None:

@@ -1,6 +1,6 @@
 """Inversion (paper §5.2): project a texture into W+ and the noise maps; modality completion, super-resolution.
 
-Two stages, as in the paper and SPEC §8:
+Two stages, as in the paper (§5.2; docs/inversion.md):
 
 1. **Latents.** W+ latents (one w per style input, initialised at the average w) are optimised while the
    noise is re-sampled every step (a fresh hashed noise seed per step) and the latents are jittered with

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
-from ..geometry import level0_unit
+from ..geometry import level0_unit, level_step, level_window, windows
 from ..nn.generator import Generator
 from ..resample import block_mean, unit_to_network
 from .state import InversionConfig, InversionResult, InversionState, generator_of, synthesize_maps
@@ -89,23 +89,6 @@ def _masked_pyramid_loss(
     return total
 
 
-class _CropNoise:
-    """A noise source reading per-layer crops (autograd leaves) of explicit maps at known offsets."""
-
-    def __init__(self, crops: list[torch.Tensor], offsets: list[tuple[int, int]], layouts) -> None:
-        self.crops, self.offsets, self.layouts = crops, offsets, layouts
-
-    def sample(self, layer: int, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        crop, (oy, ox), lay = self.crops[layer], self.offsets[layer], self.layouts[layer]
-        out = []
-        for top, left in zip(tops.tolist(), lefts.tolist()):
-            y, x = top + lay.margin - oy, left + lay.margin - ox
-            if y < 0 or x < 0 or y + height > crop.shape[2] or x + width > crop.shape[3]:
-                raise RuntimeError(f"noise layer {layer}: request outside the optimised crop")
-            out.append(crop[:, :, y : y + height, x : x + width])
-        return torch.cat(out, dim=0)
-
-
 def _layer_slices(
     G: Generator, top: int, left: int, height: int, width: int, whole: int
 ) -> list[tuple[slice, slice]]:
@@ -116,15 +99,14 @@ def _layer_slices(
     sees the whole map rather than a small window whose chance correlations differ every step.
     """
     out = []
-    last = G.num_levels - 1
     for lay in G.noise_layouts():
         full_h, full_w = lay.height + 2 * lay.margin, lay.width + 2 * lay.margin
         if full_h * full_w <= whole:
             out.append((slice(0, full_h), slice(0, full_w)))
             continue
-        step = 1 << (last - lay.level)
-        y, x = top // step, left // step
-        out.append((slice(y, y + height // step + 2 * lay.margin), slice(x, x + width // step + 2 * lay.margin)))
+        (y, h), (x, w) = (level_window(top, height, G.patch_size, lay.level, lay.margin),
+                          level_window(left, width, G.patch_size, lay.level, lay.margin))
+        out.append((slice(y + lay.margin, y + lay.margin + h), slice(x + lay.margin, x + lay.margin + w)))
     return out
 
 
@@ -171,11 +153,8 @@ def _regions(G: Generator, cfg: InversionConfig, factor: int, coverage: np.ndarr
             )
         if stride % factor or stride % unit:
             stride = p
-    cands = []
-    for top in range(0, ch - rh + 1, stride):
-        for left in range(0, cw - rw + 1, stride):
-            if coverage[top // factor : (top + rh) // factor, left // factor : (left + rw) // factor].sum() > 0:
-                cands.append((top, left))
+    cands = [(top, left) for top, left in windows(ch, cw, rh, rw, stride)
+             if coverage[top // factor : (top + rh) // factor, left // factor : (left + rw) // factor].sum() > 0]
     if not cands:
         raise TargetError("the model's mask is empty: nothing to invert")
     return _Regions(rh, rw, cands)
@@ -207,8 +186,7 @@ class _Problem:
         coverage = block_mean(G.mask.float()[None, None].to(device), factor)
         target = unit_to_network(torch.from_numpy(tgt).permute(2, 0, 1)[None].to(device))
         regions = _regions(G, cfg, factor, coverage[0, 0].cpu().numpy())
-        last = G.num_levels - 1
-        weights = [cfg.superres_noise_boost if (factor > 1 and (1 << (last - lay.level)) < factor) else 1.0
+        weights = [cfg.superres_noise_boost if (factor > 1 and level_step(G.patch_size, lay.level) < factor) else 1.0
                    for lay in G.noise_layouts()]
         return cls(G, cfg, modality, factor, target, coverage, regions, weights, w_spread)
 
@@ -289,8 +267,8 @@ def _noise_stage(pb: _Problem, st: InversionState, progress: _Progress, device: 
         t = st.step / cfg.noise_steps
         top, left = _pick(pb.regions, _step_rng(cfg.seed, 2, st.step))
         slices = _layer_slices(pb.G, top, left, rh, rw, cfg.whole_noise_samples)
-        crops = [p.detach()[:, :, ys, xs].clone().requires_grad_(True) for p, (ys, xs) in zip(noise.maps, slices)]
-        src = _CropNoise(crops, [(ys.start, xs.start) for ys, xs in slices], layouts)
+        src = noise.crops(slices)
+        crops = src.maps
         out = pb.G.synthesize(st.w_opt, pb.modality, top, left, rh, rw, noise=src)
         pix = pb.loss(out, top, left)
         reg = out.new_zeros(())

@@ -15,10 +15,9 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import MODALITIES
-from ..generate import TextureModel, synthesize_texture
+from ..generate import TextureModel, stream_maps
 from ..nn.generator import Generator
 from ..noise import ExplicitNoise
-from ..resample import network_to_unit
 from .targets import InversionError
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,9 @@ class InversionConfig:
     seed: int = 0
     """Seeds every random choice (regions, per-step noise seeds, latent jitter) and the initial noise maps."""
     lr_latent: float = 0.1
+    """Stage-1 learning rate of the W+ latents (before the ramps)."""
     lr_noise: float = 0.1
+    """Stage-2 learning rate of the noise maps (before the ramps)."""
     lr_rampup: float = 0.05
     """Fraction of a stage over which the learning rate ramps up (StyleGAN2 projector)."""
     lr_rampdown: float = 0.25
@@ -205,21 +206,18 @@ def synthesize_maps(
 ) -> dict[str, np.ndarray]:
     """Full-canvas maps ([0, 1] H×W×C, 0.5 outside the mask) for latents `ws` and explicit noise maps.
 
-    Synthesised tile by tile with `gantlitz.generate.synthesize_texture` (identical to one pass: the
-    generator is seamless), so memory is bounded. noise=None uses the hashed noise of `noise_seed`.
+    Synthesised tile by tile by `gantlitz.generate.stream_maps` (the path `TextureModel.sample_ws` takes;
+    identical to one pass: the generator is seamless), so memory is bounded. noise=None uses the hashed
+    noise of `noise_seed`.
     """
     G = generator_of(model)
     dev = torch.device(device) if device is not None else G.mask.device
     G = G.to(dev)
-    ws = ws.to(dev)
     if noise is not None:
         noise = noise.to(dev)
-    out: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        for name in modalities:
-            x = synthesize_texture(G, ws, name, noise_seed, patches_per_pass=patches_per_pass, noise=noise)
-            out[name] = network_to_unit(x[0].clamp(-1, 1)).permute(1, 2, 0).cpu().numpy().astype(np.float32)
-    return out
+    arrays, _ = stream_maps(G, ws.to(dev), list(modalities), noise_seed=noise_seed, noise=noise,
+                            patches_per_pass=patches_per_pass)
+    return {name: np.clip(arr, 0.0, 1.0, out=arr) for name, arr in arrays.items()}
 
 
 def complete(

@@ -38,7 +38,7 @@ from ..outputs import (LOCK_NAME, FolderLock, check_output_dir, make_dirs, remov
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainError", "ConfigError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted",
+__all__ = ["TrainError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted",
            "RunDirectory", "Resumable", "RUN_ENTRIES", "history_entry", "versions", "check_dataset"]
 
 RUN_ENTRIES = frozenset({"config.json", "checkpoints", "model.safetensors", "metrics.jsonl", "logs", "previews"})
