@@ -122,14 +122,16 @@ def check_regions(patch: int, height: int, width: int, tops=(), lefts=(),
     wait for the device); the synthesis itself does not check offsets."""
     unit = level0_unit(patch)
     tops, lefts = _host_ints(tops), _host_ints(lefts)
-    where = f"{height}x{width} at tops {tops}, lefts {lefts}"
+    def where() -> str:
+        return f"{height}x{width} at tops {tops}, lefts {lefts}"
+
     if height <= 0 or width <= 0:
-        raise RegionError(f"region {where} is empty")
+        raise RegionError(f"region {where()} is empty")
     if canvas is not None and (any(t < 0 or t + height > canvas[0] for t in tops)
                                or any(v < 0 or v + width > canvas[1] for v in lefts)):
-        raise RegionError(f"region {where} lies outside the canvas {canvas[0]}x{canvas[1]} (height x width)")
+        raise RegionError(f"region {where()} lies outside the canvas {canvas[0]}x{canvas[1]} (height x width)")
     if height % unit or width % unit or any(v % unit for v in tops + lefts):
-        raise RegionError(f"region {where} must be aligned to multiples of {unit} pixels for patch size {patch}")
+        raise RegionError(f"region {where()} must be aligned to multiples of {unit} pixels for patch size {patch}")
 
 
 def check_region(region: Sequence[int] | Region | None, canvas: tuple[int, int], patch: int) -> Region:
