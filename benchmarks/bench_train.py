@@ -28,6 +28,7 @@ from gantlitz.data.sampling import training_locations
 from gantlitz.config import parse_overrides
 from gantlitz.presets import resolve as resolve_preset
 from gantlitz.train.loop import Trainer
+from gantlitz.train.objectives import random_targets
 from gantlitz.train.monitor import memory_gb
 
 
@@ -46,7 +47,8 @@ def make_trainer(preset_name: str, batch: int | None, precision: str, device: to
     cfg = preset.train
     h, w = preset.model.canvas_height, preset.model.canvas_width
     p = preset.model.patch_size
-    trainer = Trainer(preset, torch.ones(h, w, dtype=torch.uint8), device=device)
+    trainer = Trainer(preset, torch.ones(h, w, dtype=torch.uint8), device=device,
+                      targets=random_targets(preset))  # the step's cost does not depend on the targets' values
     locs = training_locations(torch.ones(h, w, dtype=torch.uint8).numpy(), p) if preset.global_res is None else [(0, 0)]
     gen = torch.Generator().manual_seed(0)
     groups = cfg.batch // cfg.group_size

@@ -8,19 +8,19 @@ no pickle, nothing executes.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import preset_from_dict
+from .config import preset_from_dict, validate
 from .errors import GantlitzError
+from .outputs import atomic_path
 from .networks import build
 from .nn.generator import Generator
 
@@ -28,6 +28,8 @@ FORMAT = "gantlitz-checkpoint"
 VERSION = 1
 CHECKPOINT_GLOB = "step-*.safetensors"
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
+_HEADER_MAX = 100_000_000
+"""The safetensors library's own limit on a header (bytes)."""
 
 
 class CheckpointError(GantlitzError, ValueError):
@@ -35,22 +37,38 @@ class CheckpointError(GantlitzError, ValueError):
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write tensors + metadata to `path` atomically (temporary file in the same folder, then rename)."""
+    """Write tensors + metadata to `path` through the one atomic path (replacing the file of a run or
+    command that owns it): fsynced, its size checked against its own header, then renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"gantlitz": json.dumps({"format": FORMAT, "version": VERSION, **meta})}
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=header)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite=True, verify=lambda tmp: _verify_size(tmp, path)) as tmp:
+        save_file(flat, str(tmp), metadata=header)
     return path
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(header length, header) of a safetensors file, read without its tensors."""
+    with open(path, "rb") as handle:
+        n = int.from_bytes(handle.read(8), "little")
+        if not 2 <= n <= min(_HEADER_MAX, path.stat().st_size - 8):
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
+        header = json.loads(handle.read(n))
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not an object)")
+    return n, header
+
+
+def _verify_size(tmp: Path, path: Path) -> None:
+    """The written file is exactly as long as its header says (8 + header + the last tensor's end)."""
+    try:
+        n, header = _header(tmp)
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (CheckpointError, ValueError, KeyError, TypeError, IndexError):
+        end, n = -1, 0
+    if tmp.stat().st_size != 8 + n + end:
+        raise CheckpointError(f"{path}: could not be written: the writer left an incomplete file "
+                              f"({tmp.stat().st_size} bytes; is the disk full?); nothing was replaced")
 
 
 def resolve(path: str | Path) -> Path:
@@ -64,6 +82,8 @@ def resolve(path: str | Path) -> Path:
         return found
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a pipe or device is never read as a checkpoint)")
     return path
 
 
@@ -86,11 +106,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str
     """(tensors, metadata) of a checkpoint file or run directory; clear errors for anything else."""
     path = resolve(path)
     try:
-        tensors = load_file(str(path), device=str(device))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt") as handle:  # the header first: nothing allocated yet
             header = handle.metadata() or {}
+        if "gantlitz" in header:
+            tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     if "gantlitz" not in header:
@@ -99,10 +118,21 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str
         meta = json.loads(header["gantlitz"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt gantlitz metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the gantlitz metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown format {meta.get('format')!r}")
     meta["path"] = str(path)
     return tensors, meta
+
+
+def digest(state: dict[str, torch.Tensor]) -> str:
+    """A short digest of a state dict's names and values: which weights a file was made with."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def subset(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -126,14 +156,17 @@ def _preset_of(meta: dict[str, Any]) -> Any:
         raise CheckpointError(f"{meta['path']}: the recorded preset is invalid ({exc})") from None
 
 
-def _check_shapes(preset: Any, state: dict[str, torch.Tensor], path: str) -> None:
-    """Compare the weights with the generator the metadata describes, built without memory (meta device),
-    so a preset that disagrees with the tensors (or asks for absurd sizes) fails before any allocation."""
+def check_shapes(preset: Any, state: dict[str, torch.Tensor], path: str, prefix: str = "G") -> None:
+    """Compare the weights of network `prefix` (G, G_ema or D) with the one the metadata describes, built
+    without memory (meta device), so a preset that disagrees with the tensors (or asks for absurd sizes)
+    fails before any allocation."""
     try:
+        validate(preset)
         with torch.device("meta"):
-            shell, _ = build(preset)
+            G, D = build(preset)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: the recorded preset {preset.name!r} does not build ({exc})") from None
+    shell = D if prefix == "D" else G
     expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -143,7 +176,7 @@ def _check_shapes(preset: Any, state: dict[str, torch.Tensor], path: str) -> Non
             f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
             ", ".join(f"{k} is {tuple(state[k].shape)}, the preset says {expected[k]}" for k in wrong[:3]),
         ) if part)
-        raise CheckpointError(f"{path}: generator weights do not match the recorded preset {preset.name!r} ({detail})")
+        raise CheckpointError(f"{path}: {prefix} weights do not match the recorded preset {preset.name!r} ({detail})")
 
 
 def load_generator(
@@ -158,7 +191,7 @@ def load_generator(
     state = subset(tensors, which) or subset(tensors, "G")
     if not state:
         raise CheckpointError(f"{meta['path']}: no generator weights ({which}. or G.) in this file")
-    _check_shapes(preset, state, meta["path"])
+    check_shapes(preset, state, meta["path"])
     broken = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if broken:
         raise CheckpointError(f"{meta['path']}: generator weights hold NaN/Inf ({', '.join(broken[:3])}); "

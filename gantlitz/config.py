@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from .errors import GantlitzError
+from .errors import GantlitzError, UsageError
 from .geometry import level0_unit, level_step, num_levels
 
 MODALITIES: tuple[str, ...] = ("albedo", "specular", "displacement")
@@ -266,6 +266,9 @@ class TrainConfig:
     whole_moment_weight: float = 0.0
     """Weight of moment matching on the whole-canvas view: the batch's mean coarse map against the data's
     mean at that size, every pixel of it (a denser signal than per patch). 0 turns it off."""
+    whole_moments: int = 1
+    """Moments matched on the whole view: 1, the per-pixel mean; 2, also the mean of squares (with the mean
+    matched, the spread of samples around it)."""
     location_stride: int | None = None
     """Stride of the training location grid in pixels; None is the paper's half patch (50 % overlap).
     The finest possible is the level-0 unit (a quarter patch): every offset the encoding aligns to."""
@@ -366,6 +369,8 @@ def canonical_key(key: str) -> str:
     key = key.strip()
     if key.startswith("preset."):
         key = key[len("preset."):]
+    if key.startswith("augment."):  # the augmentation settings' own section name, as `info` prints it
+        key = f"train.{key}"
     if key in _PRESET_FIELDS:
         return key
     section, _, name = key.rpartition(".")
@@ -484,48 +489,170 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | Sequence[str]
     return dataclasses.replace(preset, model=model, train=train_cfg, **top)
 
 
-_POSITIVE_MODEL = ("z_dim", "w_dim", "mapping_layers", "embed_dim", "pe_channels", "channel_base", "channel_max",
-                   "d_channel_base", "d_channel_max", "disc_pos_periods")
-_UNIT_AUGMENT = ("ada_target", "p_init", "midband_p", "cutout_size")
-_NONNEGATIVE_AUGMENT = ("noise_std", "rotate_max", "scale_std", "translate_max")
+SEED_MAX = 2**32 - 1
+"""Seeds are 32-bit: a larger one would repeat a smaller one (the generators hash 32 bits)."""
+SEEDS_MAX = 100_000
+"""Most seeds (textures) one command takes over all its ranges."""
+CHANNELS_MAX = 4096
+"""No network of this project has wider layers; a typo (or a tampered file) asking for more is refused
+before anything is allocated."""
+CANVAS_MAX = 65536
+"""Canvas sides beyond this are refused (a 64K x 64K canvas is already 20 GB per modality at uint16)."""
+
+_INT_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
+    "model": {"z_dim": (1, CHANNELS_MAX), "w_dim": (1, CHANNELS_MAX), "mapping_layers": (1, 32),
+              "embed_dim": (1, CHANNELS_MAX), "pe_channels": (1, CHANNELS_MAX), "channel_base": (1, 2**20),
+              "channel_max": (1, CHANNELS_MAX), "d_channel_base": (1, 2**20), "d_channel_max": (1, CHANNELS_MAX),
+              "disc_pos_periods": (1, 32), "canvas_height": (8, CANVAS_MAX), "canvas_width": (8, CANVAS_MAX),
+              "patch_size": (8, 4096)},
+    "train": {"batch": (1, 4096), "group_size": (1, 4096), "warmup_steps": (0, None), "r1_interval": (1, None),
+              "steps": (0, None), "checkpoint_every": (1, None), "preview_every": (0, None), "log_every": (1, None),
+              "seed": (0, SEED_MAX), "workers": (0, 256), "keep_checkpoints": (1, None), "g_chunks": (1, 4096)},
+    "train.augment": {"ada_interval": (1, None)},
+}
+"""Closed ranges of the integer fields (None: no upper bound)."""
+
+_FLOAT_RANGES: dict[str, dict[str, tuple[float, float, bool]]] = {
+    "model": {"pe_min_period": (2.0, math.inf, False), "disc_pos_scale": (0.0, math.inf, False),
+              "conv_clamp": (0.0, math.inf, True)},
+    "train": {"lr": (0.0, math.inf, True), "r1_gamma": (0.0, math.inf, False), "locate_weight": (0.0, math.inf, False),
+              "ema_decay": (0.0, 1.0, False), "ema_rampup": (0.0, math.inf, True), "style_mixing": (0.0, 1.0, False)},
+    "train.augment": {"ada_target": (0.0, 1.0, False), "p_init": (0.0, 1.0, False), "midband_p": (0.0, 1.0, False),
+                      "cutout_size": (0.0, 1.0, False), "noise_std": (0.0, math.inf, False),
+                      "rotate_max": (0.0, 1.0, False), "scale_std": (0.0, math.inf, False),
+                      "translate_max": (0.0, 1.0, False), "ada_kimg": (0.0, math.inf, True),
+                      "sigma_min": (0.0, math.inf, True), "sigma_max": (0.0, math.inf, True),
+                      "ratio_min": (1.0, math.inf, True), "ratio_max": (1.0, math.inf, True)},
+}
+"""(low, high, low excluded) of the float fields; every float must also be finite. ema_decay < 1 is
+checked on its own (an open upper end)."""
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` as an int if it is one in 0 .. 2^32-1, else a `UsageError` saying the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"{name} {seed!r} out of range (0 .. 2^32-1 = {SEED_MAX}: larger seeds would repeat "
+                          "smaller ones)")
+    return seed
+
+
+TRUNCATION_MAX = 2.0
+"""|psi| beyond this moves w so far past the average that every map saturates (1e6 clips every pixel)."""
+
+
+def check_truncation(psi: float) -> float:
+    """The truncation psi if it is finite and |psi| <= TRUNCATION_MAX, else a `UsageError`."""
+    if not (math.isfinite(psi) and abs(psi) <= TRUNCATION_MAX):
+        raise UsageError(f"--truncation {psi}: must be a finite number in [-{TRUNCATION_MAX:g}, {TRUNCATION_MAX:g}] "
+                         "(1 = none, 0 = the average face)")
+    return float(psi)
+
+
+def _type_problem(value: Any, tp: Any) -> bool:
+    """Whether `value` is not of the field type `tp` (ints are floats too; bools are no numbers)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return all(_type_problem(value, a) for a in args)
+    if origin is Literal:
+        return value not in args
+    if origin is tuple:
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        return (not isinstance(value, tuple) or len(value) != len(items)
+                or any(_type_problem(v, a) for v, a in zip(value, items)))
+    if tp is type(None):
+        return value is not None
+    if tp is float:
+        return isinstance(value, bool) or not isinstance(value, (int, float))
+    if tp is int:
+        return isinstance(value, bool) or not isinstance(value, int)
+    return not isinstance(value, tp)
+
+
+def _section_problems(obj: Any, section: str) -> list[str]:
+    """Every field of one section: its type, finiteness and range."""
+    hints, bad = typing.get_type_hints(type(obj)), []
+    ints, floats = _INT_RANGES.get(section, {}), _FLOAT_RANGES.get(section, {})
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{section}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            continue
+        if _type_problem(value, hints[f.name]):
+            bad.append(f"{key}={value!r} is not of type {hints[f.name]}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            bad.append(f"{key}={value} is not finite")
+        elif f.name in ints and value is not None:
+            lo, hi = ints[f.name]
+            if value < lo or (hi is not None and value > hi):
+                bad.append(f"{key}={value} must lie in [{lo}, {hi if hi is not None else 'inf'}]")
+        elif f.name in floats and value is not None:
+            lo, hi, open_low = floats[f.name]
+            if (value <= lo if open_low else value < lo) or value > hi:
+                bad.append(f"{key}={value} must be {'>' if open_low else '>='} {lo:g}" + (f" and <= {hi:g}" if
+                                                                                           math.isfinite(hi) else ""))
+    return bad
+
+
+def _model_rules(cfg: ModelConfig) -> list[str]:
+    """The rules between model fields (levels, halvings)."""
+    bad, levels = [], cfg.num_levels
+    for name in ("g_halve_last", "d_halve_first"):
+        halvings = getattr(cfg, name)
+        if len(halvings) > levels or any(h < 0 or h > 12 for h in halvings):
+            bad.append(f"model.{name}={halvings}: at most {levels} halvings of 0 .. 12 each")
+    return bad
+
+
+def _train_rules(cfg: TrainConfig) -> list[str]:
+    """The rules between training fields (groups, chunks, betas, the ADA and mid-band ranges)."""
+    bad = []
+    if cfg.batch % cfg.group_size:
+        bad.append(f"train.batch {cfg.batch} must be a multiple of group_size {cfg.group_size} (batches are "
+                   "groups of samples from one patch location)")
+    elif (cfg.batch // cfg.group_size) % cfg.g_chunks:
+        bad.append(f"train.g_chunks={cfg.g_chunks} must divide the batch's {cfg.batch // cfg.group_size} location groups")
+    if not all(0 <= b < 1 for b in cfg.betas):
+        bad.append(f"train.betas={cfg.betas}: Adam's betas must lie in [0, 1)")
+    if not cfg.ema_decay < 1:
+        bad.append(f"train.ema_decay={cfg.ema_decay} must be < 1")
+    aug = cfg.augment
+    if aug.sigma_max is not None and aug.sigma_max < aug.sigma_min:
+        bad.append(f"train.augment: need sigma_min <= sigma_max, got {aug.sigma_min}, {aug.sigma_max}")
+    if aug.ratio_min > aug.ratio_max:
+        bad.append(f"train.augment: need 1 < ratio_min <= ratio_max, got {aug.ratio_min}, {aug.ratio_max}")
+    return bad
+
+
+def _raise(bad: list[str]) -> None:
+    if bad:
+        raise ConfigError("invalid settings: " + "; ".join(bad))
 
 
 def validate_model(cfg: ModelConfig) -> None:
-    """Refuse sizes no network can have (before anything is built)."""
-    bad = [f"model.{n}={getattr(cfg, n)}" for n in _POSITIVE_MODEL if getattr(cfg, n) < 1]
-    if bad:
-        raise ConfigError(f"{', '.join(bad)}: must be >= 1")
+    """Refuse a model no network can have (before anything is built): types, ranges, the levels' rules."""
+    _raise(_section_problems(cfg, "model") or _model_rules(cfg))
 
 
 def validate_augment(cfg: AugmentConfig) -> None:
     """Refuse augmentation settings outside their ranges (probabilities in [0, 1], widths positive)."""
-    bad = [f"{n}={getattr(cfg, n)} (must lie in [0, 1])" for n in _UNIT_AUGMENT if not 0 <= getattr(cfg, n) <= 1]
-    bad += [f"{n}={getattr(cfg, n)} (must be >= 0)" for n in _NONNEGATIVE_AUGMENT if getattr(cfg, n) < 0]
-    if cfg.ada_interval < 1 or cfg.ada_kimg <= 0:
-        bad.append("ada_interval >= 1 and ada_kimg > 0 needed")
-    if not 0 < cfg.sigma_min <= (cfg.sigma_max if cfg.sigma_max is not None else math.inf):
-        bad.append(f"need 0 < sigma_min <= sigma_max, got {cfg.sigma_min}, {cfg.sigma_max}")
-    if not 1 <= cfg.ratio_min <= cfg.ratio_max:
-        bad.append(f"need 1 <= ratio_min <= ratio_max, got {cfg.ratio_min}, {cfg.ratio_max}")
-    if bad:
-        raise ConfigError("train.augment: " + "; ".join(bad))
+    _raise(_section_problems(cfg, "train.augment"))
 
 
 def validate_train(cfg: TrainConfig) -> None:
     """Refuse training settings no run can use (checked when a preset is resolved)."""
-    validate_augment(cfg.augment)
-    if cfg.batch < 1 or cfg.group_size < 1 or cfg.batch % cfg.group_size:
-        raise ConfigError(
-            f"batch {cfg.batch} must be a positive multiple of group_size {cfg.group_size} "
-            "(batches are groups of samples from one patch location)"
-        )
-    for name in ("steps", "checkpoint_every", "preview_every", "log_every", "keep_checkpoints", "r1_interval"):
-        if getattr(cfg, name) < (0 if name in ("steps", "preview_every") else 1):
-            raise ConfigError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or not 0 <= cfg.ema_decay < 1 or cfg.r1_gamma < 0 or cfg.workers < 0:
-        raise ConfigError("need lr > 0, 0 <= ema_decay < 1, r1_gamma >= 0, workers >= 0")
-    if not 0 <= cfg.style_mixing <= 1:
-        raise ConfigError(f"train.style_mixing must lie in [0, 1], got {cfg.style_mixing}")
+    _raise(_section_problems(cfg, "train") + _section_problems(cfg.augment, "train.augment") or _train_rules(cfg))
+
+
+def validate(preset: Preset) -> Preset:
+    """The one gate for a preset (from the CLI, `--set`, a config file or a checkpoint), run before any
+    folder is created or network built: every field's type, finiteness and range and the rules between
+    them. Returns the preset; raises `ConfigError` listing every problem found."""
+    if preset.global_res is not None and (_type_problem(preset.global_res, int) or preset.global_res < 8
+                                          or preset.global_res > 4096 or preset.global_res & (preset.global_res - 1)):
+        raise ConfigError(f"global_res must be a power of two in 8 .. 4096, got {preset.global_res!r}")
+    validate_model(preset.model)
+    validate_train(preset.train)
+    validate_preset(preset)
+    return preset
 
 
 def validate_preset(preset: Preset) -> None:
@@ -543,6 +670,8 @@ def validate_preset(preset: Preset) -> None:
             raise ConfigError(f"train.{name} must be a finite number >= 0, got {getattr(cfg, name)}")
     if cfg.whole_every < 1:
         raise ConfigError(f"train.whole_every must be >= 1, got {cfg.whole_every}")
+    if cfg.whole_moments not in (1, 2):
+        raise ConfigError(f"train.whole_moments must be 1 (means) or 2 (means and squares), got {cfg.whole_moments}")
     stride, unit = cfg.location_stride, level0_unit(model.patch_size)
     if stride is not None and not (0 < stride <= model.patch_size and stride % unit == 0
                                    and (model.canvas_height - model.patch_size) % stride == 0

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GantlitzError, UsageError
+from .outputs import make_dirs, refuse_existing, write_text, writing
 
 __all__ = ["DemoError", "run_demo", "LAYOUT_TARGET"]
 
+SUMMARY_NAME = "SUMMARY.md"
 LAYOUT_TARGET = 0.85
 """The demo's bar: every modality's layout correlation at least this fraction of the data's split-half value."""
 
@@ -95,7 +97,9 @@ def _run_demo(out: Path, *, minutes: float, subjects: int, size: int, steps: int
         steps = min(steps or 6, 6)
     if size % 64 or size < 128:
         raise UsageError(f"size must be a multiple of 64 and >= 128, got {size}")
-    out.mkdir(parents=True, exist_ok=True)
+    with writing("demo"):  # SUMMARY.md is replaced at the end only if an earlier demo wrote it
+        refuse_existing([out / SUMMARY_NAME], True)
+    make_dirs(out)
     raw, data, run, samples, ev = out / "raw", out / "data", out / "run", out / "samples", out / "eval"
     timings: dict[str, float] = {}
 
@@ -142,7 +146,8 @@ def _run_demo(out: Path, *, minutes: float, subjects: int, size: int, steps: int
     summary = json.loads((ev / "summary.json").read_text())
     layout = summary["layout"][next(iter(summary["layout"]))]
     lines = _summary_lines(out, raw, data, run, samples, ev, subjects, size, step, layout, summary, timings)
-    (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
+    with writing("demo"):
+        write_text(out / SUMMARY_NAME, "\n".join(lines) + "\n", overwrite=True)
     _say("")
     _say("\n".join(lines[2:]))
     return {"raw": raw, "data": data, "run": run, "samples": samples, "eval": ev, "model": model_file,

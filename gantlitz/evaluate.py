@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import MODALITIES, MODALITY_CHANNELS, split_channels
+from .config import MODALITIES, MODALITY_CHANNELS, SEEDS_MAX, check_seed, check_truncation, split_channels
 from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.layout import layout_plot, layout_scores
@@ -38,7 +38,7 @@ from .metrics.spectra import radial_power_spectrum
 from .device import resolve_device
 from .errors import InputError, InputNotFoundError, OutputError
 from .geometry import tiles
-from .outputs import atomic_path, make_dirs, refuse_existing, write_json
+from .outputs import atomic_path, make_dirs, refuse_existing, write_json, writing
 from .resample import area_downsample, network_to_unit, resize
 
 __all__ = [
@@ -322,6 +322,7 @@ def _write_csv(path: Path, result: Mapping[str, Any], sources: Mapping[str, str 
 # --------------------------------------------------------------------------------------------------
 
 
+@writing("evaluate")
 def evaluate(
     checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike | Any, out: str | os.PathLike, *,
     features: str = "local", weights: str | os.PathLike | None = None, n_splits: int = 1000,
@@ -351,6 +352,13 @@ def evaluate(
     """
     out, checkpoints = Path(out), list(checkpoints)
     _check_request(out, checkpoints, overwrite, n_splits)
+    refuse_existing([out / name for name in RESULT_FILES], overwrite,
+                    inputs=[*checkpoints, *([data] if isinstance(data, (str, os.PathLike)) else [])])
+    check_seed(seed)
+    if count is not None and not 2 <= count <= SEEDS_MAX:
+        raise InputError(f"count {count}: between 2 and {SEEDS_MAX} samples per checkpoint")
+    check_seed(seed + (count or 1) - 1, "last sample seed")
+    check_truncation(truncation)
     device = str(resolve_device(device))
     names = checkpoint_labels(checkpoints, labels)
     store, manifest = _open_data(data)
@@ -403,7 +411,6 @@ def _check_request(out: Path, checkpoints: list[Any], overwrite: bool, n_splits:
     """Refuse, before any work: results in `out` without overwrite, missing checkpoints, no splits."""
     if out.exists() and not out.is_dir():
         raise OutputError(out, "exists and is not a directory")
-    refuse_existing([out / name for name in RESULT_FILES], overwrite)
     for ckpt in checkpoints:
         if not Path(ckpt).exists():
             raise InputNotFoundError(f"checkpoint not found: {ckpt}")

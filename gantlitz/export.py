@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .outputs import atomic_path, refuse_existing
+from .outputs import atomic_path, refuse_existing, writing
 from .resample import to_uint8
-from .render import Maps, Mesh, RenderError, Shading, load_maps, load_mesh
+from .render import Maps, Mesh, RenderError, Shading, load_maps, load_mesh, map_inputs
 
 __all__ = ["ExportError", "export_gltf", "validate_glb", "SPECULAR_EXTENSION"]
 
@@ -176,9 +176,8 @@ def export_gltf(
         extensionsUsed=[SPECULAR_EXTENSION],
     )
     gltf.set_binary_blob(blob)
-    with atomic_path(out, overwrite=overwrite) as tmp:
+    with atomic_path(out, overwrite=overwrite, verify=validate_glb) as tmp:
         gltf.save_binary(str(tmp))
-        validate_glb(tmp)
     return out
 
 
@@ -369,7 +368,16 @@ def export_sets(
     """One .glb per set of maps (`render.map_sets`): `gltf_out`, or `OUT_<name>.glb` for several; every
     output is checked before anything is written."""
     outs = [gltf_out if len(sets) == 1 else gltf_out.with_name(f"{gltf_out.stem}_{name}.glb") for name, _ in sets]
-    refuse_existing(outs, overwrite)
+    with writing("export"):
+        refuse_existing(outs, overwrite, inputs=map_inputs(sets, mesh))
+        _export_all(sets, outs, mesh=mesh, flip_v=flip_v, convention=convention, roughness=roughness,
+                    specular_scale=specular_scale, max_texture=max_texture, overwrite=overwrite, echo=echo)
+    return outs
+
+
+def _export_all(sets: list[Any], outs: list[Path], *, mesh: str | os.PathLike | None, flip_v: bool, convention: str,
+                roughness: float, specular_scale: float, max_texture: int | None, overwrite: bool, echo: Any) -> None:
+    """`export_sets` after its pre-flight: one .glb per set, each validated once written."""
     the_mesh = load_mesh(mesh, flip_v=flip_v)
     for (_, kw), path in zip(sets, outs):
         maps = load_maps(**kw, max_size=max_texture, convention=convention)
@@ -378,4 +386,3 @@ def export_sets(
         summary = validate_glb(path)
         echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {summary['vertices']} vertices, "
              f"{summary['triangles']} triangles, textures {summary['images']})")
-    return outs

@@ -28,7 +28,8 @@ import torch
 
 from . import maps as maps_mod
 from .checkpoint import CheckpointError, load_generator
-from .config import CHANNEL_SLICES, MODALITIES, MODALITY_CHANNELS, channel_slices
+from .config import (CHANNEL_SLICES, MODALITIES, MODALITY_CHANNELS, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX,
+                     channel_slices, check_seed, check_truncation)
 from .errors import UsageError
 from .device import PRECISIONS, precision_context, resolve_device, resolve_precision
 from .geometry import Region, check_region, level0_unit, tiles
@@ -47,6 +48,9 @@ __all__ = [
     "parse_seeds",
     "check_seed",
     "SEED_MAX",
+    "SEEDS_MAX",
+    "check_truncation",
+    "TRUNCATION_MAX",
     "synthesize_texture",
     "stream_maps",
     "iter_tiles",
@@ -64,15 +68,6 @@ DEFAULT_SCALE_PER_PIXEL = 1.0 / 256.0
 """Displacement scale used when a checkpoint does not record its dataset's: canvas width / 256 pixels."""
 
 # ================================================================================================ helpers
-SEED_MAX = 2**32 - 1
-"""Largest seed: latents come from a 32-bit-seeded generator, so larger seeds would repeat smaller ones."""
-
-
-def check_seed(seed: int) -> int:
-    """`seed` if it lies in 0 .. SEED_MAX, else a `UsageError` saying the range."""
-    if not 0 <= int(seed) <= SEED_MAX:
-        raise UsageError(f"seed {seed} out of range (0 .. 2^32-1 = {SEED_MAX}: larger seeds would repeat smaller ones)")
-    return int(seed)
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
@@ -94,8 +89,10 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
                 a, b = int(match.group(1)), int(match.group(2))
                 if b < a:
                     raise UsageError(f"invalid seed range {part!r}: the end is below the start")
-                if b - a >= 1_000_000:
-                    raise UsageError(f"seed range {part!r} is too long")
+                check_seed(a)
+                check_seed(b)
+                if len(items) + b - a >= SEEDS_MAX:
+                    raise UsageError(f"seed list {text!r} holds more than {SEEDS_MAX} seeds")
                 items.extend(range(a, b + 1))
     else:
         items = [int(s) for s in text]
@@ -103,6 +100,8 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     out = []
     for s in items:
         check_seed(s)
+        if len(seen) >= SEEDS_MAX:
+            raise UsageError(f"more than {SEEDS_MAX} seeds given")
         if s not in seen:
             seen.add(s)
             out.append(s)
@@ -451,14 +450,18 @@ class TextureModel:
 
     # --------------------------------------------------------------------------------------- latents
     @property
+    def inputs(self) -> list[str]:
+        """The files this model was read from (never an output of the commands that use it)."""
+        return [self.path] if self.path else []
+
+    @property
     def name(self) -> str:
         preset = self.meta.get("preset") or {}
         return str(preset.get("name", "generator"))
 
     def ws_for_seed(self, seed: int, truncation: float = 1.0) -> torch.Tensor:
         """Latents ws (1, num_ws, w_dim) of a seed: z ~ N(0, I) from a CPU generator (device-independent)."""
-        if not math.isfinite(truncation):
-            raise UsageError(f"truncation {truncation} is not a finite number")
+        check_truncation(truncation)
         z = torch.randn(1, self.G.cfg.z_dim, generator=torch.Generator().manual_seed(check_seed(seed)))
         with torch.no_grad():
             return self.G.mapping(z.to(self.device), truncation_psi=float(truncation))
@@ -528,7 +531,7 @@ class TextureModel:
         paths = output_paths(out_dir, seed, format)
         if not contact:
             paths.pop("contact")
-        refuse_existing(paths.values(), overwrite)
+        refuse_existing(paths.values(), overwrite, inputs=self.inputs)
         t0 = time.perf_counter()
         result = self.sample(seed, OUTPUT_MAPS, truncation, noise_seed=noise_seed, extrapolate=extrapolate,
                              progress=progress)

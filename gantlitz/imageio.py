@@ -175,9 +175,32 @@ def write_image(
         arr = np.clip(arr, 0.0, 1.0)
         attrs["CompressionQuality"] = 95
 
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, verify=lambda tmp: _verify(tmp, path, arr.shape)) as tmp:
         _write_oiio(tmp, path, np.ascontiguousarray(arr), fmt, attrs)
     return path
+
+
+_TRAILERS = {".png": b"IEND\xaeB`\x82", ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"}
+"""The bytes a complete PNG / JPEG stream ends with (a writer that ignored a full disk leaves them out)."""
+
+
+def _verify(tmp: Path, path: Path, shape: tuple[int, ...]) -> None:
+    """Check the encoded file before it gets its name: a PNG/JPEG ends with its trailer; an EXR/TIFF (no
+    trailer) decodes completely at the written size. Some encoders report success on a full disk."""
+    size = tmp.stat().st_size
+    trailer = _TRAILERS.get(_suffix(path))
+    if trailer is not None:
+        with open(tmp, "rb") as handle:
+            handle.seek(max(size - len(trailer), 0))
+            complete = size > len(trailer) and handle.read() == trailer
+    else:
+        try:
+            complete = read_image(tmp, check_finite=False).shape == shape
+        except ImageError:
+            complete = False
+    if not complete:
+        raise ImageError(path, f"could not be written: the encoder left an incomplete file ({size} bytes; is the "
+                               "disk full?); nothing was replaced")
 
 
 def _write_oiio(tmp: Path, path: Path, arr: np.ndarray, fmt: object, attrs: dict[str, object]) -> None:
@@ -190,9 +213,10 @@ def _write_oiio(tmp: Path, path: Path, arr: np.ndarray, fmt: object, attrs: dict
     if out is None:
         raise ImageError(path, f"no writer for this format ({oiio.geterror().strip()})")
     if not out.open(str(tmp), spec):
-        raise ImageError(path, f"cannot open for writing ({out.geterror().strip()})")
+        raise ImageError(path, f"could not be written: can not open it ({out.geterror().strip()})")
     ok = out.write_image(arr)
-    msg = out.geterror().strip()
-    out.close()
+    msg = out.geterror().strip().replace(str(tmp), "the temporary file")
+    ok = out.close() and ok
     if not ok:
-        raise ImageError(path, f"write failed ({msg})")
+        raise ImageError(path, f"could not be written ({msg or 'the encoder failed'}; is the disk full?); nothing "
+                               "was replaced")

@@ -9,8 +9,8 @@ import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
-from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate_model,
-                     validate_preset, validate_train)
+from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate,
+                     validate_preset)
 
 _L_MODEL = ModelConfig()
 _S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1))  # paper §4.3.1: D keeps L's widths
@@ -34,6 +34,9 @@ _TINY_MODEL = ModelConfig(
 _TINY_TRAIN = TrainConfig(
     batch=4, group_size=2, warmup_steps=100, r1_interval=4, ema_rampup=0.05, steps=2000, checkpoint_every=200,
     preview_every=200, log_every=10, precision="fp32", workers=0,
+    # measured at equal wall time (docs/training.md, "Time to layout"): a whole-canvas view at level 1
+    # (32x32) with moment matching there places the face; the patch objective alone does not
+    whole_level=1, whole_moment_weight=100.0,
     augment=AugmentConfig(ada_kimg=5.0),
 )
 
@@ -95,10 +98,7 @@ def resolve(
 
     The global baseline (`global_res` set) trains an R×R whole-image model: canvas = patch = R."""
     base = get(preset) if isinstance(preset, str) else preset
-    resolved = apply_overrides(base, overrides)
-    validate_train(resolved.train)
-    validate_model(resolved.model)
-    validate_preset(resolved)
+    resolved = validate(apply_overrides(base, overrides))
     where = f" ({data_path})" if data_path is not None else ""
     if resolved.global_res is not None:
         r = int(resolved.global_res)
@@ -121,4 +121,5 @@ def resolve(
             resolved = resolved.with_canvas(h, w)
         except ValueError as exc:
             raise ConfigError(f"preset {resolved.name!r} on canvas {w}x{h}{where}: {exc}") from None
+        validate_preset(resolved)  # the location grid and the whole-canvas level depend on the canvas
     return resolved

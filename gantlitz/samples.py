@@ -7,6 +7,7 @@ an optional `echo` callback, so the CLI only parses arguments.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import math
 import os
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
+from .config import SEEDS_MAX, check_seed, check_truncation
 from .generate import TextureModel
-from .outputs import (FORMATS, OUTPUT_MAPS, atomic_path, make_dirs, output_paths, refuse_existing, run_info,
-                      save_image, write_gif, write_json, write_map)
+from .outputs import (FORMATS, GIF_FPS, OUTPUT_MAPS, atomic_path, output_paths, refuse_existing, run_info, save_image,
+                      write_gif, write_json, write_map, writing)
 from .sheets import frames_sheet, seeds_sheet, shrink, stretch_range, to_rgb8, vary_noise_sheet
 
 __all__ = ["write_samples", "write_interpolation", "write_noise_variations", "write_mp4", "has_mp4"]
@@ -42,9 +44,17 @@ def write_samples(
     progress: bool = False, title: str = "", echo: Echo = _quiet,
 ) -> dict[str, Any]:
     """`out/seedNNNN/{maps}, contact.png` per seed, `out/contact.png` (all seeds) and `out/generate.json`."""
-    out = Path(out)
+    with writing("generate"):
+        return _write_samples(model, seeds, Path(out), fmt, truncation=truncation, noise_seed=noise_seed,
+                              extrapolate=extrapolate, overwrite=overwrite, progress=progress, title=title, echo=echo)
+
+
+def _write_samples(model: TextureModel, seeds: Sequence[int], out: Path, fmt: str, *, truncation: float,
+                   noise_seed: int | None, extrapolate: bool, overwrite: bool, progress: bool, title: str,
+                   echo: Echo) -> dict[str, Any]:
+    check_truncation(truncation)
     targets = [p for s in seeds for p in output_paths(out, s, fmt).values()]
-    refuse_existing([*targets, out / "contact.png", out / "generate.json"], overwrite)
+    refuse_existing([*targets, out / "contact.png", out / "generate.json"], overwrite, inputs=model.inputs)
     rows, records = [], []
     t0 = time.perf_counter()
     for s in seeds:
@@ -84,7 +94,7 @@ def write_mp4(frames: list[Any], path: str | os.PathLike, fps: float, overwrite:
     seq = frames + frames[-2:0:-1]
     w, h = seq[0].size
     w2, h2 = w + (w % 2), h + (h % 2)  # yuv420p needs even sizes
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, verify=_nonempty) as tmp:
         writer = imageio_ffmpeg.write_frames(str(tmp), (w2, h2), fps=fps, macro_block_size=1)
         writer.send(None)
         try:
@@ -97,6 +107,12 @@ def write_mp4(frames: list[Any], path: str | os.PathLike, fps: float, overwrite:
     return Path(path)
 
 
+def _nonempty(tmp: Path) -> None:
+    """ffmpeg reports no size: at least its container header must be there."""
+    if tmp.stat().st_size < 64:
+        raise OSError(errno.EIO, "the encoder left an incomplete file", str(tmp))
+
+
 def write_interpolation(
     model: TextureModel, pair: Sequence[int], steps: int, out: str | os.PathLike, *, method: str = "slerp",
     modality: str = "albedo", truncation: float = 1.0, noise_seed: int | None = None, size: int = 512,
@@ -104,16 +120,27 @@ def write_interpolation(
     echo: Echo = _quiet,
 ) -> dict[str, Any]:
     """Frames from seed A to seed B: `out/contact.png`, `interpolate.gif` (+ `.mp4`), `interpolate.json`."""
+    with writing("interpolate"):
+        return _write_interpolation(model, pair, steps, Path(out), method=method, modality=modality,
+                                    truncation=truncation, noise_seed=noise_seed, size=size, fps=fps,
+                                    save_frames=save_frames, overwrite=overwrite, progress=progress, echo=echo)
+
+
+def _write_interpolation(
+    model: TextureModel, pair: Sequence[int], steps: int, out: Path, *, method: str, modality: str, truncation: float,
+    noise_seed: int | None, size: int, fps: float, save_frames: bool, overwrite: bool, progress: bool, echo: Echo,
+) -> dict[str, Any]:
     from PIL import Image
 
-    out = Path(out)
     if len(pair) != 2:
         raise UsageError("give exactly two distinct seeds, e.g. 3,17")
+    if not GIF_FPS[0] <= fps <= GIF_FPS[1]:
+        raise UsageError(f"--fps {fps:g}: a GIF holds {GIF_FPS[0]:g} .. {GIF_FPS[1]:g} frames per second")
+    check_truncation(truncation)
     mp4 = has_mp4()
     frame_paths = [out / "frames" / f"frame{i:04d}.png" for i in range(steps)] if save_frames else []
     targets = [out / "contact.png", out / "interpolate.gif", out / "interpolate.json", *frame_paths]
-    refuse_existing(targets + ([out / "interpolate.mp4"] if mp4 else []), overwrite)
-    make_dirs(out)
+    refuse_existing(targets + ([out / "interpolate.mp4"] if mp4 else []), overwrite, inputs=model.inputs)
     t0 = time.perf_counter()
     cells, frames, stretch = [], [], None
     for i, (t, maps) in enumerate(model.interpolate(pair[0], pair[1], steps, method=method, truncation=truncation,
@@ -148,7 +175,21 @@ def write_noise_variations(
     """Fixed latent, new noise seeds (paper §5.1, Fig. 10): `out/contact.png`, `vary-noise.json`, and with
     `fmt` every variation's maps in `out/noiseNNNN/`. `crop` (default 256, less on a small canvas) is the
     side of the 1:1 crops; a given `crop` larger than the canvas is an error."""
-    out = Path(out)
+    with writing("vary-noise"):
+        return _write_noise_variations(model, seed, count, Path(out), first_noise_seed=first_noise_seed, crop=crop,
+                                       fmt=fmt, truncation=truncation, overwrite=overwrite, progress=progress,
+                                       echo=echo)
+
+
+def _write_noise_variations(
+    model: TextureModel, seed: int, count: int, out: Path, *, first_noise_seed: int, crop: int | None,
+    fmt: str | None, truncation: float, overwrite: bool, progress: bool, echo: Echo,
+) -> dict[str, Any]:
+    check_seed(seed)
+    if not 1 <= count <= SEEDS_MAX:
+        raise UsageError(f"--count {count}: between 1 and {SEEDS_MAX} noise seeds")
+    check_seed(first_noise_seed + count - 1, "last noise seed")
+    check_truncation(truncation)
     if crop is not None and crop > min(model.canvas):
         raise UsageError(f"--crop {crop} is larger than the canvas {model.canvas[1]}x{model.canvas[0]}; "
                          f"use at most {min(model.canvas)}")
@@ -156,7 +197,7 @@ def write_noise_variations(
     per_noise = {k: {n: out / f"noise{k:04d}" / f"{n}{FORMATS[fmt]}" for n in OUTPUT_MAPS}
                  for k in noise_seeds} if fmt else {}
     refuse_existing([out / "contact.png", out / "vary-noise.json",
-                     *(p for d in per_noise.values() for p in d.values())], overwrite)
+                     *(p for d in per_noise.values() for p in d.values())], overwrite, inputs=model.inputs)
     t0 = time.perf_counter()
     results = []
     for k, maps in model.vary_noise(seed, count, truncation=truncation,

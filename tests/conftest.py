@@ -50,6 +50,13 @@ def lps_dir() -> Path | None:
         return None
 
 
+@pytest.fixture(autouse=True)
+def seeded_global_rng() -> None:
+    """Draws without an explicit generator (`torch.randn(...)`) are the same in every run and test order:
+    torch seeds its global generator differently in each process."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture()
 def one_thread():
     """Tiny models run faster on one thread, and a busy 2-core machine is not oversubscribed."""

@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_filter
 
 from gantlitz import evaluate as ev
 from gantlitz.metrics.features import LocalFeatures
+from helpers import assert_roundoff_equal
 
 CANVAS = (64, 96)
 PATCH = 32
@@ -133,9 +134,9 @@ def test_resolve_location_lips_and_overrides():
     store = FakeStore(2)
     whole = ev._read_whole(store, 1, CANVAS, 2, max_tile=16)
     full = store._tex[1] * 0.5 + 0.5
-    np.testing.assert_allclose(whole["albedo"], full[:, :, :3].reshape(32, 2, 48, 2, 3).mean(axis=(1, 3)), atol=1e-6)
-    np.testing.assert_allclose(whole["displacement"], full[:, :, 4:].reshape(32, 2, 48, 2, 1).mean(axis=(1, 3)),
-                               atol=1e-6)
+    assert_roundoff_equal(whole["albedo"], full[:, :, :3].reshape(32, 2, 48, 2, 3).mean(axis=(1, 3)), what="albedo")
+    assert_roundoff_equal(whole["displacement"], full[:, :, 4:].reshape(32, 2, 48, 2, 1).mean(axis=(1, 3)),
+                          what="displacement")
     assert ev.checkpoint_labels(["a/x.safetensors", "b/y.safetensors"]) == ["x", "y"]
     assert ev.checkpoint_labels(["a/latest.safetensors", "b/latest.safetensors"]) == ["a/latest", "b/latest"]
 

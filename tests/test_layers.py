@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from gantlitz.nn.layers import ModulatedConv2d, blur_down2, upsample2
-from helpers import assert_roundoff
+from helpers import assert_roundoff_equal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,14 +44,14 @@ def test_upsample2_is_the_fir_upsampler() -> None:
     x = torch.randn(2, 3, 9, 13, generator=torch.Generator().manual_seed(0))
     y = upsample2(x)
     assert y.shape == (2, 3, 16, 24)
-    assert_roundoff(_fir_up2(x), y)
+    assert_roundoff_equal(_fir_up2(x), y, what="up-FIR vs upsample2")
 
 
 def test_blur_down2_is_the_fir_downsampler() -> None:
     x = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(1))
     y = blur_down2(x)
     assert y.shape == (2, 3, 6, 8)
-    assert_roundoff(_fir_down2(x), y)
+    assert_roundoff_equal(_fir_down2(x), y, what="down-FIR vs blur_down2")
 
 
 def _per_sample_conv(layer: ModulatedConv2d, x: torch.Tensor, w: torch.Tensor, embed: torch.Tensor | None):
@@ -88,6 +88,6 @@ def test_modulated_conv_is_the_per_sample_weight_conv(kernel: int, demodulate: b
         y, bias = layer(x, w, embed)
         y_ref, bias_ref = _per_sample_conv(layer, x, w, embed)
     assert y.shape == (3, 5, 10 - kernel + 1, 11 - kernel + 1)
-    assert_roundoff(y_ref, y)
-    assert_roundoff(bias_ref, bias)
+    assert_roundoff_equal(y_ref, y, what="per-sample weights vs ModulatedConv2d")
+    assert_roundoff_equal(bias_ref, bias, what="per-sample vs ModulatedConv2d bias")
     assert math.isfinite(float(y.abs().max())) and float(y.abs().max()) > 0.1

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import SMALL_CANVAS, SMALL_PRESET, ellipse_mask, randomise
+from helpers import SMALL_CANVAS, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, randomise
 
 from gantlitz.config import ConfigError, apply_overrides
 from gantlitz.networks import build
@@ -59,8 +59,7 @@ def test_the_coarse_map_is_the_level_output_every_patch_computes():
         top, left = 32, 64
         patch = G(ws, zero + top, zero + left, seeds, height=p, width=p, level=LEVEL)
         crop = coarse[:, :, top >> shift:(top + p) >> shift, left >> shift:(left + p) >> shift]
-        scale = coarse.abs().max().item()
-        assert (patch - crop).abs().max().item() <= 64 * torch.finfo(torch.float32).eps * scale
+        assert_roundoff_equal(patch, crop, what="a patch's level output against the whole canvas's")
         last = G(ws, zero, zero, seeds, height=h, width=w, level=G.num_levels - 1)
         full = G(ws, zero, zero, seeds, height=h, width=w, apply_mask=False)
         assert torch.equal(last, full)
@@ -108,7 +107,7 @@ def test_a_model_trained_with_the_options_has_the_same_generator():
         block = G.synthesize(ws, "albedo", 0, 32, 2 * p, 2 * p, noise_seed=3)
         tiles = torch.cat([torch.cat([G.synthesize(ws, "albedo", i * p, 32 + j * p, p, p, noise_seed=3)
                                       for j in range(2)], 3) for i in range(2)], 2)
-    assert (block - tiles).abs().max().item() <= 64 * torch.finfo(torch.float32).eps * block.abs().max().item()
+    assert_roundoff_equal(block, tiles, what="one pass against stitched patches")
 
 
 def test_moment_loss_moves_a_group_together_towards_the_data_mean():
@@ -173,6 +172,7 @@ def test_resume_with_the_options_repeats_the_run(tmp_path):
     ({"train.moment_cells": 3}, "power of two"),
     ({"train.moment_weight": float("nan")}, "moment_weight"),
     ({"train.whole_every": 0}, "whole_every"),
+    ({"train.whole_moments": 3}, "whole_moments"),
 ])
 def test_impossible_objective_settings_are_config_errors(setting, message):
     with pytest.raises(ConfigError, match=message):
@@ -204,8 +204,12 @@ def test_data_targets_from_a_store(prepared_store):
     assert objectives.data_targets(store, dataclasses.replace(preset, train=SMALL_PRESET.train)) is None
 
 
-def test_whole_view_moments_alone_need_no_discriminator_step():
-    trainer = _trainer(**{"train.whole_level": LEVEL, "train.whole_weight": 0.0, "train.whole_moment_weight": 1.0})
+@pytest.mark.parametrize("moments", [1, 2])
+def test_whole_view_moments_alone_need_no_discriminator_step(moments):
+    """The value is (batch mean − data mean)² per pixel, plus (mean of squares − the data's)² with two
+    moments; no discriminator step runs when the view's adversarial weight is 0."""
+    trainer = _trainer(**{"train.whole_level": LEVEL, "train.whole_weight": 0.0, "train.whole_moment_weight": 1.0,
+                          "train.whole_moments": moments})
     batch = objectives.StepBatch(0, *_batch(trainer), trainer.ada.p_tensor)
     assert trainer.whole.d_phase(batch) == {}
     out = trainer.whole.g_loss(batch)
@@ -213,6 +217,8 @@ def test_whole_view_moments_alone_need_no_discriminator_step():
     with torch.no_grad():
         fake = trainer.whole.fakes(0, update_w_avg=False)
     expect = (fake.mean(0) - trainer.whole.mean).square().mean()
+    if moments == 2:
+        expect = expect + (fake.square().mean(0) - trainer.whole.reals.square().mean(0)).square().mean()
     torch.testing.assert_close(out["whole/loss_moments"].detach(), expect)
 
 

@@ -31,7 +31,7 @@ from gantlitz.studio.cache import LRUCache
 from gantlitz.studio.params import Identity
 from gantlitz.studio.pyramid import Pyramid
 from gantlitz.studio.worker import Busy, Worker
-from helpers import SMALL_PRESET, ellipse_mask, randomise, save_generator
+from helpers import SMALL_PRESET, ellipse_mask, save_generator, small_checkpoint
 
 pytest.importorskip("starlette.testclient")
 from starlette.testclient import TestClient  # noqa: E402
@@ -42,9 +42,7 @@ TILE = "/api/tile?seed={seed}&truncation={psi}&modality={m}&level={level}&row={r
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    G, _ = build(SMALL_PRESET, seed=3, mask=ellipse_mask())
-    randomise(G, scale=0.1, rgb_gain=0.15)
-    return save_generator(tmp_path_factory.mktemp("studio") / "tiny.safetensors", G)
+    return small_checkpoint(tmp_path_factory.mktemp("studio") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -86,15 +86,18 @@ def test_resume_gives_the_same_run(prepared_store, tmp_path):
     assert result.step == 4
     a, b = _metrics(straight), _metrics(split)
     assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4]
+    # Bit for bit, not within a round-off bound: on a CPU the arithmetic repeats exactly for one build and
+    # thread count (this module runs on one thread), and any round-off difference would not stay small:
+    # Adam divides each step by the gradient's own magnitude (see tests/test_step.py).
     for ma, mb in zip(a, b):
         for key in LOSS_KEYS:
             if key in ma:
-                assert ma[key] == pytest.approx(mb[key], abs=1e-6), (ma["step"], key)
+                assert ma[key] == mb[key], (ma["step"], key)
     ta, _ = checkpoint.load(straight)
     tb, _ = checkpoint.load(split)
     for key in ta:
         if key.split(".")[0] in ("G", "G_ema", "D", "opt_G", "opt_D"):
-            assert torch.allclose(ta[key].float(), tb[key].float(), atol=1e-6), key
+            assert torch.equal(ta[key], tb[key]), key
     cfg = json.loads((split / "config.json").read_text())
     assert [r["start_step"] for r in cfg["runs"]] == [0, 2]
 
@@ -105,7 +108,7 @@ def test_refuses_to_reuse_a_run_without_resume(prepared_store, tmp_path):
     with pytest.raises(RunExistsError, match="--resume"):
         _train(prepared_store, run, 1)
     again = _train(prepared_store, run, 1, overwrite=True)
-    assert again.step == 1 and [p.name for p in (run / "checkpoints").iterdir()] == ["step-000000001.safetensors"]
+    assert again.step == 1 and [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-000000001.safetensors"]
 
 
 def test_sigterm_checkpoints_and_stops(prepared_store, tmp_path, monkeypatch):
@@ -142,7 +145,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prepared_store, tmp_p
 
     monkeypatch.setattr(losses, "g_nonsaturating", poisoned)
     with pytest.raises(TrainingDiverged, match=r"non-finite loss \(loss/G=nan.*step-000000002"):
-        _train(prepared_store, run, 10)
+        # the patch objective alone, so the poisoned loss is called once per step
+        _train(prepared_store, run, 10, overrides={**FAST, "train.whole_level": None})
     tensors, meta = checkpoint.load(run)
     assert meta["step"] == 2
     assert all(torch.isfinite(v).all() for k, v in tensors.items() if v.is_floating_point())

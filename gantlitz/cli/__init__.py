@@ -2,11 +2,13 @@
 
 The commands only parse arguments and call the API. Errors cross one boundary (`Boundary.invoke`): a
 `GantlitzError` (a user's mistake or a condition they can act on) and an `OSError` about a named file
-become `Error: <message>` and an exit code; anything else is a bug and keeps its traceback.
+become `Error: <message>` and an exit code, as does a full disk or an I/O error wherever it happens;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 from typing import Any
@@ -15,6 +17,9 @@ import click
 
 from ..errors import GantlitzError
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+"""OS errors that are the machine's condition, not a bug, even when no file is named (a writer deep in a
+library, e.g. TensorBoard's, hit a full disk)."""
 _AREAS = ("data", "info", "train", "generate", "invert", "evaluate", "render", "studio")
 
 
@@ -28,9 +33,12 @@ class Boundary(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:
-            if exc.filename is None:
+            if exc.filename is None and exc.errno not in _DISK_ERRORS:
                 raise
-            click.echo(f"Error: {exc.filename}: {exc.strerror or exc}", err=True)
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}" + (" (free some space and run again)" if
+                                                                 exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""),
+                       err=True)
             ctx.exit(1)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .params import Finite
+from .params import Finite, Seed
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -30,24 +30,17 @@ def _crop(value: str | None) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
-def _is_synth_output(folder: Path) -> bool:
-    """Whether `folder` was written by `gantlitz synth` (its README says so)."""
-    try:
-        return (folder / "README.txt").read_text().startswith("Synthetic face textures made by `gantlitz synth`")
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--subjects", default=8, show_default=True, type=click.IntRange(min=1), help="Number of identities.")
 @click.option("--size", "size", default="512x512", show_default=True,
               help="Canvas WxH, multiples of 64 (the head layout is square).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
+@click.option("--seed", default=0, show_default=True, type=Seed(), help="Same seed, same files.")
 @click.option("--head-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Folder of the Lee Perry-Smith maps (default: the copy shipped in the package).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace OUT if it is a synthetic dataset written by this command; any other folder is refused.")
+              help="Replace the files an earlier `synth` recorded in OUT (others are kept and listed); a non-empty "
+                   "folder without its record is refused.")
 def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | None, overwrite: bool) -> None:
     """Write a procedural dataset of aligned face textures (albedo, specular, normal, mask) to OUT.
 
@@ -55,18 +48,8 @@ def synth_cmd(out: Path, subjects: int, size: str, seed: int, head_dir: Path | N
     """
     from ..data.synth import synthesize_dataset
 
-    from ..errors import OutputExistsError
-    from ..outputs import check_output_dir
-
     hw = _size(size)
-    if check_output_dir(out, inputs=[head_dir] if head_dir else [], overwrite=overwrite, what="synthetic dataset") \
-            and not _is_synth_output(out):
-        raise OutputExistsError(out, "is not a folder written by `gantlitz synth` (no README.txt of it); "
-                                     "--overwrite only replaces synthetic datasets (nothing was touched)")
-    try:
-        synthesize_dataset(out, subjects, hw, seed, overwrite=overwrite, head_dir=head_dir)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    out = synthesize_dataset(out, subjects, hw, seed, overwrite=overwrite, head_dir=head_dir)
     click.echo(f"wrote {subjects} subjects ({hw[1]}x{hw[0]}) to {out}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .params import Finite
+from .params import Finite, Seed
 
 
 def _location(value: str) -> str | tuple[int, int]:
@@ -45,7 +45,7 @@ def _location(value: str) -> str | tuple[int, int]:
 @click.option("--label", "labels", multiple=True,
               help="Name of each checkpoint in tables and figures, once per checkpoint in order "
                    "[default: file names].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits; samples use seeds SEED...")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the splits; samples use seeds SEED...")
 @click.option("--truncation", type=Finite(), default=1.0, show_default=True,
               help="Truncation psi (1 = none).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .params import Finite
+from .params import Finite, Seed
 
 MAP_FORMATS = ["exr", "png16", "tiff"]
 
@@ -50,7 +50,7 @@ def _seeds(text: str, param: str) -> list[int]:
 @click.option("--format", "fmt", type=click.Choice(MAP_FORMATS), default="exr", show_default=True,
               help="exr: half float (displacement float32); png16: 16-bit PNG; tiff: 16-bit "
                    "(displacement float32).")
-@click.option("--noise-seed", type=click.IntRange(min=0), default=None,
+@click.option("--noise-seed", type=Seed(), default=None,
               help="Noise seed for every sample (default: the seed).")
 @click.option("--extrapolate", is_flag=True,
               help="Fill the untrained region outside the mask (paper §5.4: low frequencies blurred).")
@@ -65,12 +65,13 @@ def generate_cmd(checkpoint: Path, seeds: str, out: Path, fmt: str, noise_seed: 
     Writes OUT/seedNNNN/{albedo,specular,displacement,normal}.<ext>, OUT/seedNNNN/contact.png,
     OUT/contact.png (all seeds) and OUT/generate.json.
     """
-    from ..outputs import output_paths, refuse_existing
+    from ..outputs import output_paths, refuse_existing, writing
     from ..samples import write_samples
 
     seed_list = _seeds(seeds, "--seeds")
-    refuse_existing([*(p for s in seed_list for p in output_paths(out, s, fmt).values()),
-                     out / "contact.png", out / "generate.json"], overwrite)
+    with writing("generate"):  # before the model loads: the same pre-flight write_samples repeats
+        refuse_existing([*(p for s in seed_list for p in output_paths(out, s, fmt).values()),
+                         out / "contact.png", out / "generate.json"], overwrite, inputs=[checkpoint])
     model = _load(checkpoint, device, precision, compile_, patches_per_pass)
     click.echo(f"{model.name}: canvas {model.canvas[1]}x{model.canvas[0]}, patch {model.patch_size}, "
                f"device {model.device}, precision {model.precision}; {len(seed_list)} seed(s) -> {out}")
@@ -90,7 +91,7 @@ def generate_cmd(checkpoint: Path, seeds: str, out: Path, fmt: str, noise_seed: 
               help="Interpolation in W.")
 @click.option("--modality", type=click.Choice(["albedo", "specular", "displacement", "normal"]),
               default="albedo", show_default=True, help="Map shown in the frames.")
-@click.option("--noise-seed", type=click.IntRange(min=0), default=None, help="Fixed noise seed (default: seed A).")
+@click.option("--noise-seed", type=Seed(), default=None, help="Fixed noise seed (default: seed A).")
 @click.option("--size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Long side of the preview frames (pixels).")
 @click.option("--fps", type=Finite(min=0, min_open=True), default=8.0, show_default=True)
@@ -117,10 +118,10 @@ def interpolate_cmd(checkpoint: Path, seeds: str, steps: int, out: Path, method:
 
 @click.command("vary-noise")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--seed", "-s", type=click.IntRange(min=0), default=0, show_default=True, help="Latent seed.")
+@click.option("--seed", "-s", type=Seed(), default=0, show_default=True, help="Latent seed.")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=4, show_default=True,
               help="Noise seeds 0..N-1 (plus --first-noise-seed).")
-@click.option("--first-noise-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--first-noise-seed", type=Seed(), default=0, show_default=True)
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--crop", type=click.IntRange(min=16), default=None,
               help="Side of the 1:1 crops in pixels, at most the canvas [default: 256, less on small canvases].")
@@ -132,11 +133,10 @@ def vary_noise_cmd(checkpoint: Path, seed: int, count: int, first_noise_seed: in
                    fmt: str | None, no_progress: bool, overwrite: bool, truncation: float, device: str,
                    precision: str, patches_per_pass: int | None, compile_: bool) -> None:
     """Fixed latent, new noise seeds (paper §5.1, Fig. 10): fine detail changes, the face stays."""
-    from ..generate import check_seed
+    from ..config import check_seed
     from ..samples import write_noise_variations
 
-    check_seed(seed)
-    check_seed(first_noise_seed + count - 1)
+    check_seed(first_noise_seed + count - 1, "last noise seed")
     model = _load(checkpoint, device, precision, compile_, patches_per_pass)
     write_noise_variations(model, seed, count, out, first_noise_seed=first_noise_seed, crop=crop, fmt=fmt,
                            truncation=truncation, overwrite=overwrite, progress=not no_progress, echo=click.echo)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .params import Finite
+from .params import Finite, Seed
 
 
 def _steps(value: str) -> tuple[int, int]:
@@ -36,7 +36,7 @@ def _steps(value: str) -> tuple[int, int]:
               help="Optimisation steps: N for both stages, or LATENT,NOISE.")
 @click.option("--region-patches", type=click.IntRange(min=0), default=2, show_default=True,
               help="k: each step synthesises a random k x k-patch region (0 = the whole canvas every step).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=Seed(), default=0, show_default=True,
               help="Seed of every random choice (same seed, same result).")
 @click.option("--lr", "lr", type=Finite(min=0, min_open=True), default=None,
               help="Latent learning rate (default 0.1).")

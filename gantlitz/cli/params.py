@@ -24,3 +24,22 @@ class Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+class Seed(click.ParamType):
+    """A seed option: an integer in 0 .. 2^32-1 (`gantlitz.config.check_seed`), said as a usage error."""
+
+    name = "seed"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..config import check_seed
+        from ..errors import UsageError
+
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer seed", param, ctx)
+        try:
+            return check_seed(number)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import presets
-from .params import Finite
+from .params import Finite, Seed
 
 
 def _overrides(**flags: object) -> dict[str, object]:
@@ -36,7 +36,7 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
               help="fp32 (strict), tf32 (CUDA default) or bf16 autocast of the G and D passes (losses fp32).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the G and D passes.")
-@click.option("--seed", type=int, default=None, help="Seed of the weights and of every random draw.")
+@click.option("--seed", type=Seed(), default=None, help="Seed of the weights and of every random draw.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: the local GPU if any, else CPU).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Steps between checkpoints.")
@@ -47,6 +47,8 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any preset field: model.channel_max=32, train.augment.midband_p=0.5, global_res=64 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--allow-data-change", is_flag=True,
+              help="With --resume: continue on a dataset whose subjects or canvas differ from the run's record.")
 @click.option("--overwrite", is_flag=True, help="Start over in --out: deletes only the run's own files (checkpoints, model, logs, previews, "
                    "metrics, config); other files are kept. Refused for a folder that holds the dataset.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -54,7 +56,7 @@ def _overrides(**flags: object) -> dict[str, object]:
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and TensorBoard still written).")
 def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, r1_gamma, kimg, steps, precision,
               compile_, seed, workers, device, checkpoint_every, preview_every, log_every, keep_checkpoints,
-              minutes, sets, resume, overwrite, threads, no_progress) -> None:
+              minutes, sets, resume, allow_data_change, overwrite, threads, no_progress) -> None:
     """Train GANtlitz on a prepared dataset.
 
     \b
@@ -83,7 +85,7 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
                                 preview_every=preview_every, log_every=log_every, keep_checkpoints=keep_checkpoints))
     result = train(data, out, preset, overrides=overrides, steps=steps, kimg=kimg, resume=resume,
                    overwrite=overwrite, device=device, max_minutes=minutes, progress=not no_progress,
-                   command=["gantlitz", *sys.argv[1:]])
+                   command=["gantlitz", *sys.argv[1:]], allow_data_change=allow_data_change)
     if result.model is not None:
         click.echo(f"trained {result.step} steps; model: {result.model}")
         click.echo(f"sample it with: gantlitz generate {out} --seeds 0-3 --out {out / 'samples'}")

@@ -38,7 +38,7 @@ import numpy as np
 from .. import __version__, maps
 from ..config import MODALITY_CHANNELS
 from ..errors import GantlitzError, InputError, OutputError, OutputExistsError, UsageError
-from ..outputs import check_output_dir, install_dir, make_dirs, write_text
+from ..outputs import check_apart, check_output_dir, human_bytes, install_dir, make_dirs, write_text, writing
 from ..resample import resize
 from .scans import (Box, PrepareError, Scan, SubjectFiles, common_size, find_subjects, load_subject, parse_crop,
                     read_mask)
@@ -55,7 +55,13 @@ CANVAS_MULTIPLE = 64
 PREVIEW_MAX = 1024
 """Long side of the whole-texture previews (preview.npy)."""
 DATASET_FILES = frozenset({"manifest.json", "textures.npy", "mask.npy", "preview.npy"})
-"""What `prepare` writes into OUT: all that `--overwrite` may replace there."""
+"""What `prepare` writes into OUT (`--overwrite` replaces of them only what OUT's record names)."""
+DISPLACEMENT_HEIGHT = (1e-4, 1e5)
+"""Canvas pixels per unit of a displacement file: outside this the heights underflow or swamp every other
+subject's relief."""
+OUTLIER_RATIO = 10.0
+"""A subject whose height range exceeds the median subject's by this much would set the dataset-wide
+displacement scale alone (flattening every other subject's relief): an error naming it."""
 
 
 class PrepareStopped(GantlitzError, RuntimeError):
@@ -67,20 +73,6 @@ def _preview_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def check_dataset_out(out: Path, inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """The overwrite rule for a dataset folder: never an input or a folder holding one; with --overwrite
-    only an empty folder or a dataset `prepare` wrote (its manifest says so), never another folder."""
-    entries = check_output_dir(out, inputs=inputs, overwrite=overwrite, what="dataset")
-    if entries and not _is_dataset(out):
-        raise OutputExistsError(out, "is not a prepared dataset (no gantlitz manifest.json); --overwrite only "
-                                     "replaces a dataset written by `gantlitz prepare` (nothing was touched)")
-
-
-def _is_dataset(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "manifest.json").read_text()).get("format") == STORE_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -253,14 +245,25 @@ def prepare(
     starts it again.  ``workers`` processes handle subjects in parallel.
 
     Raises `PrepareError` listing every problem, `OutputExistsError` (a `FileExistsError`) when ``out``
-    is not empty and ``overwrite`` is false, is or contains an input, or is a folder other than a
-    prepared dataset (``out`` is then left untouched), and `FolderLockedError` while another prepare
-    works on ``out``. ``overwrite`` replaces only the dataset's own files (`DATASET_FILES`).
+    is not empty and ``overwrite`` is false, is, contains or lies inside an input, or holds files but no
+    record of an earlier prepare (``out`` is then left untouched), and `FolderLockedError` while another
+    prepare works on ``out``. ``overwrite`` replaces only the files OUT's record names as prepare's and
+    that are unchanged since; anything else is kept and listed.
     """
-    src, out = Path(src), Path(out)
+    src, out = Path(src), Path(out).resolve()  # '.', '..' and a symlinked OUT: the folder itself
     _check_options(normal_convention, displacement_height, workers)
+    with writing("prepare"):
+        return _prepare(src, out, crop=crop, mask=mask, flip=flip, normal_convention=normal_convention,
+                        displacement_height=displacement_height, overwrite=overwrite, resume=resume, workers=workers,
+                        progress=progress)
+
+
+def _prepare(src: Path, out: Path, *, crop: Sequence[int] | None, mask: str | os.PathLike | None, flip: bool,
+             normal_convention: str, displacement_height: float, overwrite: bool, resume: bool, workers: int,
+             progress: bool) -> Path:
+    """`prepare` inside its `writing` block."""
     inputs = [src, *([mask] if mask is not None else [])]
-    check_output_dir(out, inputs=inputs, overwrite=True, what="dataset")  # OUT is no input: checked before staging
+    check_apart(out, inputs, what="dataset")  # OUT is no input: checked before staging
     subjects, mask_file, problems = find_subjects(src)
     if mask is not None:
         mask_file = Path(mask)
@@ -281,7 +284,7 @@ def prepare(
             if resume and journal.get("installing"):  # killed while moving the finished store into OUT
                 _check_resumable(staging, stamp, job.names)
             else:
-                check_dataset_out(out, inputs, overwrite)
+                check_output_dir(out, inputs=inputs, overwrite=overwrite, what="dataset")
                 _open_staging(staging, stamp, job, resume=resume, overwrite=overwrite)
                 with _Runner(job, int(workers), progress) as runner:
                     mask_source = _mask_pass(staging, job, runner, mask_file, src)
@@ -289,7 +292,8 @@ def prepare(
                     scale = _finalise_pass(staging, job, runner)
                 manifest = _manifest(job, src, (height, width), scale, flip=flip, mask_source=mask_source)
                 staging.drop_heights()
-                write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), overwrite=True, fsync=True)
+                staging.record_store()
+                write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), overwrite=True)
                 staging.journal["installing"] = True
                 staging.save()
             _install(staging, out)
@@ -307,8 +311,10 @@ def prepare(
 def _check_options(normal_convention: str, displacement_height: float, workers: int) -> None:
     if normal_convention not in maps.CONVENTIONS:
         raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
-    if not (math.isfinite(displacement_height) and displacement_height > 0):
-        raise PrepareError([f"--displacement-height must be a positive number, got {displacement_height}"])
+    lo, hi = DISPLACEMENT_HEIGHT
+    if not (math.isfinite(displacement_height) and lo <= displacement_height <= hi):
+        raise PrepareError([f"--displacement-height must be a number in [{lo:g}, {hi:g}] canvas pixels per unit, "
+                            f"got {displacement_height}"])
     if int(workers) < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
 
@@ -349,8 +355,7 @@ def _install(staging: Staging, out: Path) -> None:
     if not staged:
         return  # a kill after the last move: OUT is complete
     make_dirs(out.parent)
-    install_dir(staging.store, out, owned=lambda entry: entry.name in staged,
-                last="manifest.json" if "manifest.json" in staged else None)
+    install_dir(staging.store, out, keep=DATASET_FILES, last="manifest.json" if "manifest.json" in staged else None)
 
 
 def _check_resumable(staging: Staging, stamp: dict[str, Any], names: list[str]) -> None:
@@ -379,8 +384,8 @@ def _open_staging(staging: Staging, stamp: dict[str, Any], job: _Job, *, resume:
     need = Staging.bytes_needed(len(names), job.canvas, job.preview)
     if need > free:
         raise OutputError(staging.path.parent, f"not enough disk space: {len(names)} subjects at "
-                                               f"{job.canvas[1]}x{job.canvas[0]} need {need / 1e9:.1f} GB (the store "
-                                               f"and temporary heights), {free / 1e9:.1f} GB are free")
+                                               f"{job.canvas[1]}x{job.canvas[0]} need {human_bytes(need)} (the store "
+                                               f"and temporary heights), {human_bytes(free)} are free")
     staging.start(stamp, names)
 
 
@@ -450,12 +455,28 @@ def _write_pass(staging: Staging, job: _Job, runner: _Runner) -> None:
         raise PrepareError(problems)
 
 
+def _displacement_scale(ranges: list[list[float]], names: list[str]) -> float:
+    """The dataset-wide scale (the widest subject's height range), refused when one subject dominates it:
+    an all-zero or inside-out normal map integrates to a huge range and would flatten every other relief."""
+    spans = np.array([hi - lo for lo, hi in ranges], dtype=np.float64)
+    widest = int(np.argmax(spans))
+    median = float(np.median(spans))
+    if not np.isfinite(spans).all():
+        raise PrepareError([f"{names[int(np.argmax(~np.isfinite(spans)))]}: its height range is not finite"])
+    if len(spans) > 2 and median > 0 and spans[widest] > OUTLIER_RATIO * median:
+        raise PrepareError([f"{names[widest]}: its height range ({spans[widest]:.4g} px) is "
+                            f"{spans[widest] / median:.0f}x the median subject's ({median:.4g} px) and would set the "
+                            "displacement scale alone, flattening every other subject's relief; check its normal or "
+                            "displacement map (or leave the subject out)"])
+    scale = float(spans[widest])
+    return scale if scale > 0 else 1.0
+
+
 def _finalise_pass(staging: Staging, job: _Job, runner: _Runner) -> float:
     """Pass 3: every height on the one displacement scale; returns the scale (canvas px per unit)."""
     journal = staging.journal
     ranges = [journal["written"][s.name] for s in job.subjects]
-    scale = max(hi - lo for lo, hi in ranges)
-    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    scale = _displacement_scale(ranges, job.names)
     finalised = journal["finalised"]
     todo = job.todo(finalised)
 

@@ -28,6 +28,10 @@ __all__ = ["PrepareError", "SubjectFiles", "Scan", "find_subjects", "common_size
 
 MAP_NAMES = ("albedo", "specular", "normal", "displacement")
 RANGE_TOL = 1e-3
+NORMAL_TOL = 0.25
+"""How far an encoded normal's length may stray from 1 (JPEG-compressed maps: 99.5% of pixels within 0.2)."""
+NORMAL_BAD_MAX = 0.05
+"""Largest share of a face's normals that may fail the check (isolated bad pixels, not a wrong map)."""
 Box = tuple[int, int, int, int]
 """A crop box (x, y, w, h) in pixels of the input maps."""
 
@@ -187,6 +191,28 @@ class Scan:
         return maps.normals_to_displacement(self.data, convention, workers=threads)
 
 
+def _check_normals(subject: str, path: Path, encoded: np.ndarray, rows: int = 512) -> list[str]:
+    """A tangent normal map must hold unit normals with positive z where it differs from its border fill
+    (an all-zero or inside-out map integrates to a huge, wrong height that would set the dataset's scale).
+    Checked in bands of rows, so an 8K map needs no full-size copy."""
+    border = encoded[0, 0, :3]
+    face = bad = 0
+    for top in range(0, encoded.shape[0], rows):
+        band = encoded[top:top + rows, :, :3]
+        inside = np.abs(band - border).max(axis=2) > 3.0 / 255.0
+        n = band[inside] * np.float32(2) - np.float32(1)
+        length = np.sqrt(np.einsum("pc,pc->p", n, n))
+        face += int(inside.sum())
+        bad += int(((np.abs(length - 1) > NORMAL_TOL) | (n[:, 2] <= 0)).sum())
+    if face == 0:
+        return [f"{subject}: {path}: the normal map is constant (every pixel equals its border); not a normal map"]
+    if bad > NORMAL_BAD_MAX * face:
+        return [f"{subject}: {path}: {100 * bad / face:.0f}% of its normals are not unit length (within "
+                f"{NORMAL_TOL:g}) with positive z; is it a tangent-space normal map, encoded n*0.5+0.5, not "
+                "inside out?"]
+    return []
+
+
 def load_subject(subj: SubjectFiles, box: Box | None, displacement_height: float) -> tuple[Scan | None, list[str]]:
     """Decode, check and convert one subject; (scan, []) or (None, every problem found)."""
     problems: list[str] = []
@@ -210,6 +236,7 @@ def load_subject(subj: SubjectFiles, box: Box | None, displacement_height: float
             raw = raw * 0.5 + 0.5
         else:
             problems += _check_range(path, raw, 0.0, 1.0, "normal")
+        problems += [] if problems else _check_normals(subj.name, path, raw)
     if problems:
         return None, problems
     if "normal" in maps_read:

@@ -16,6 +16,7 @@ journal never claims work that is not on disk; redoing an unjournaled subject wr
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..outputs import LOCK_NAME, FolderLock, atomic_path, make_dirs, remove_owned, write_text
+from ..outputs import LOCK_NAME, FolderLock, make_dirs, record, sibling, write_bytes, write_text
 
 __all__ = ["Staging", "fingerprint", "fingerprint_changes"]
 
@@ -65,7 +66,7 @@ class Staging:
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
-        self.path = self.out.parent / f".{self.out.name}.partial"
+        self.path = sibling(self.out, "partial")
         self.store = self.path / "store"
         self.journal: dict[str, Any] = {}
         self._lock = FolderLock(self.path, "`gantlitz prepare`")
@@ -92,7 +93,9 @@ class Staging:
         """Start again: remove everything but the lock (held by this process), the journal first so a
         kill half-way never leaves a journal that claims removed work."""
         (self.path / JOURNAL).unlink(missing_ok=True)
-        remove_owned(self.path, lambda entry: entry.name != LOCK_NAME)
+        for entry in self.path.iterdir():  # the hidden folder is wholly this prepare's (and locked)
+            if entry.name != LOCK_NAME:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         self.journal = {}
 
     def remove(self) -> None:
@@ -122,6 +125,7 @@ class Staging:
             raise InputError(f"{path}: unreadable progress journal ({exc}); pass --overwrite to start the "
                              "prepare again") from None
         self.journal = journal
+        record([path, self.path / "derived.npy"])  # the locked hidden folder's files are this prepare's
         return journal
 
     def start(self, fingerprint_: Mapping[str, Any], subjects: list[str]) -> None:
@@ -132,7 +136,7 @@ class Staging:
         self.save()
 
     def save(self) -> None:
-        write_text(self.path / JOURNAL, json.dumps(self.journal, indent=1), overwrite=True, fsync=True)
+        write_text(self.path / JOURNAL, json.dumps(self.journal, indent=1), overwrite=True)
 
     def summary(self) -> str:
         """How far an interrupted prepare got, in words."""
@@ -193,10 +197,13 @@ class Staging:
 
     def save_partial_mask(self, mask: np.ndarray) -> None:
         """The derived mask so far, atomically and durably (the journal then counts its subjects in)."""
-        with atomic_path(self.path / "derived.npy", overwrite=True) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, mask)
-            handle.flush()
-            os.fsync(handle.fileno())
+        buffer = io.BytesIO()
+        np.save(buffer, mask)
+        write_bytes(self.path / "derived.npy", buffer.getvalue(), overwrite=True)
+
+    def record_store(self) -> None:
+        """Record the store's arrays (written through memory maps, not `outputs`) as the command's files."""
+        record(self.store.iterdir())
 
     def partial_mask(self, canvas: tuple[int, int]) -> np.ndarray:
         path = self.path / "derived.npy"

@@ -8,6 +8,7 @@ processes (each worker maps the file itself; the page cache is shared).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,34 @@ def bits_to_network(bits: Any) -> Any:
     return bits.to(torch.int32).bitwise_and_(0xFFFF).to(torch.float32).mul_(STORE_SCALE).sub_(1.0)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problems(m: dict[str, Any]) -> list[str]:
+    """The manifest's fields checked for type and range before anything uses them."""
+    bad = []
+    canvas = m["canvas"]
+    if not (isinstance(canvas, dict) and all(_is_int(canvas.get(k)) and 0 < canvas[k] <= 65536
+                                             for k in ("height", "width"))):
+        bad.append(f"canvas must be {{'height': H, 'width': W}} with sides 1 .. 65536, got {canvas!r}")
+    subjects = m["subjects"]
+    if not (isinstance(subjects, list) and subjects and all(isinstance(s, str) and s for s in subjects)):
+        bad.append(f"subjects must be a non-empty list of names, got {type(subjects).__name__}")
+    elif len(set(subjects)) != len(subjects):
+        bad.append("subjects holds a name twice")
+    scale = m["displacement_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        bad.append(f"displacement_scale must be a finite positive number (canvas pixels), got {scale!r}")
+    if not isinstance(m["modalities"], dict) or dict(m["modalities"]) != MODALITY_CHANNELS:
+        bad.append(f"modalities {m['modalities']!r} differ from {MODALITY_CHANNELS}")
+    if m.get("normal_convention", "opengl") not in ("opengl", "directx"):
+        bad.append(f"normal_convention must be opengl or directx, got {m.get('normal_convention')!r}")
+    if not isinstance(m.get("flip", True), bool):
+        bad.append(f"flip must be true or false, got {m.get('flip')!r}")
+    return bad
+
+
 class PatchStore:
     """A prepared dataset on disk.
 
@@ -88,8 +117,9 @@ class PatchStore:
             raise StoreError(f"{mpath}: manifest lacks {', '.join(missing)}")
         if manifest["version"] != STORE_VERSION:
             raise StoreError(f"{mpath}: dataset format version {manifest['version']}, this gantlitz reads {STORE_VERSION}")
-        if dict(manifest["modalities"]) != MODALITY_CHANNELS:
-            raise StoreError(f"{mpath}: modalities {manifest['modalities']} differ from {MODALITY_CHANNELS}")
+        problems = _manifest_problems(manifest)
+        if problems:
+            raise StoreError(f"{mpath}: " + "; ".join(problems))
         self.manifest: dict[str, Any] = manifest
         self.canvas: tuple[int, int] = (int(manifest["canvas"]["height"]), int(manifest["canvas"]["width"]))
         self.subjects: list[str] = list(manifest["subjects"])
@@ -112,6 +142,8 @@ class PatchStore:
         if mask.shape != self.canvas:
             raise StoreError(f"{mfile}: shape {mask.shape} differs from the canvas {self.canvas}")
         self.mask: np.ndarray = (mask > 0).astype(np.uint8)
+        if not self.mask.any():
+            raise StoreError(f"{mfile}: the mask is empty (no visible pixel): nothing to train on or compare")
         self._mask_f = self.mask.astype(np.float32)
         self._textures: np.memmap | None = None
         self._previews: np.memmap | None = None

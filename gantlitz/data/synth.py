@@ -24,6 +24,9 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from .. import imageio, maps
+from ..config import check_seed
+from ..errors import UsageError
+from ..outputs import check_output_dir, install_dir, make_dirs, sibling, write_text, writing
 from ..resample import resize
 
 __all__ = [
@@ -61,6 +64,9 @@ HEAD_FILES = {
 """File names of the down-sampled copy shipped inside the package (`gantlitz/data/head/`)."""
 HEAD_ENV = "GANTLITZ_HEAD_DIR"
 PACKAGED_SIZE = 512
+SIZE_MAX = 16384
+"""Largest canvas side `synth` makes (one 16K subject is about 3 GB in memory while it is made)."""
+SUBJECTS_MAX = 100_000
 
 
 def packaged_head_dir() -> Path:
@@ -384,42 +390,44 @@ def synthesize_dataset(
 
     ``size`` is (height, width), each a multiple of 64.  Layout:
     ``OUT/mask.png``, ``OUT/subject000/{albedo,specular,normal}.png`` (16-bit), ``OUT/README.txt``.
-    Written into a temporary sibling folder and renamed, so OUT is complete or absent.
+    Written into a temporary sibling folder, then moved in: a new OUT appears complete; with
+    ``overwrite`` only the files an earlier `synth` recorded in OUT (unchanged since) are replaced or
+    removed, anything else is kept and listed, and a non-empty OUT without such a record is refused.
     """
     from tqdm.auto import tqdm
 
     height, width = size
-    if subjects < 1:
-        raise ValueError(f"subjects must be >= 1, got {subjects}")
-    if height <= 0 or width <= 0 or height % 64 or width % 64:
-        raise ValueError(f"size {width}x{height} must be positive multiples of 64")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
-    layout = load_head(height, width, head_dir)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        imageio.write_image(tmp / "mask.png", layout.mask.astype(np.float32), bits=8)
-        for i in tqdm(range(subjects), desc="synth", unit="subject", disable=not progress):
-            maps_i = synthesize_subject(layout, seed, i)
-            sub = tmp / f"subject{i:03d}"
-            sub.mkdir()
-            for name in ("albedo", "specular", "normal"):
-                imageio.write_image(sub / f"{name}.png", maps_i[name], bits=16)
-        (tmp / "README.txt").write_text(
-            f"Synthetic face textures made by `gantlitz synth` (seed {seed}, {subjects} subjects, "
-            f"{width}x{height}).\nLayout: mask.png, subjectNNN/albedo.png (sRGB), specular.png, normal.png "
-            "(tangent space, OpenGL, n*0.5+0.5), all 16-bit PNG.\n\n"
-            f"The UV layout, mask and feature placement come from a real head scan:\n{ATTRIBUTION}\n"
-            "The synthetic textures are derived from it and are shared under the same licence.\n"
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    if isinstance(subjects, bool) or not isinstance(subjects, int) or not 1 <= subjects <= SUBJECTS_MAX:
+        raise UsageError(f"--subjects must be 1 .. {SUBJECTS_MAX}, got {subjects!r}")
+    if not (0 < height <= SIZE_MAX and 0 < width <= SIZE_MAX) or height % 64 or width % 64:
+        raise UsageError(f"--size {width}x{height}: sides must be positive multiples of 64, at most {SIZE_MAX}")
+    check_seed(seed, "--seed")
+    out = Path(out).resolve()  # '.', '..' and a symlinked OUT: the folder itself, its staging beside it
+    with writing("synth"):
+        check_output_dir(out, inputs=[head_dir] if head_dir else [], overwrite=overwrite, what="synthetic dataset")
+        layout = load_head(height, width, head_dir)
+        tmp = sibling(out, f"synth-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_dirs(tmp)
+        try:
+            imageio.write_image(tmp / "mask.png", layout.mask.astype(np.float32), bits=8)
+            for i in tqdm(range(subjects), desc="synth", unit="subject", disable=not progress):
+                maps_i = synthesize_subject(layout, seed, i)
+                for name in ("albedo", "specular", "normal"):
+                    imageio.write_image(tmp / f"subject{i:03d}" / f"{name}.png", maps_i[name], bits=16)
+            write_text(tmp / "README.txt", _readme(seed, subjects, width, height))
+            install_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _readme(seed: int, subjects: int, width: int, height: int) -> str:
+    """OUT/README.txt: what the folder holds and the scan's credit (its licence asks for it)."""
+    return (
+        f"Synthetic face textures made by `gantlitz synth` (seed {seed}, {subjects} subjects, "
+        f"{width}x{height}).\nLayout: mask.png, subjectNNN/albedo.png (sRGB), specular.png, normal.png "
+        "(tangent space, OpenGL, n*0.5+0.5), all 16-bit PNG.\n\n"
+        f"The UV layout, mask and feature placement come from a real head scan:\n{ATTRIBUTION}\n"
+        "The synthetic textures are derived from it and are shared under the same licence.\n"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -13,11 +13,13 @@ import torch
 from ..config import MODALITIES
 from ..device import resolve_device
 from ..generate import load
-from ..outputs import FORMATS, atomic_path, make_dirs, save_image, write_json, write_map
+from ..outputs import (FORMATS, make_dirs, refuse_existing, save_figure, save_image, write_json, write_map,
+                       writing)
 from ..resample import area_downsample
 from ..sheets import grid, thumbnails
 from .optimise import invert
-from .state import InversionConfig, InversionResult, complete, generator_of, load_latent, save_latent
+from .state import (InversionConfig, InversionResult, check_latent_model, complete, generator_of, load_latent,
+                    model_identity, save_latent)
 from .targets import InversionError, Mode, TargetError, load_target
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,7 @@ def plot_losses(losses: np.ndarray, path: str | Path, title: str = "inversion") 
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def _suffix(fmt: str) -> str:
@@ -73,11 +73,13 @@ def _output_names(fmt: str) -> list[str]:
     ]
 
 
-def _check_out_dir(out: Path, fmt: str, *, overwrite: bool, resume: bool) -> None:
-    existing = [n for n in _output_names(fmt) if (out / n).exists()]
-    if existing and not overwrite and not resume:
-        raise InversionError(f"{out} already holds inversion outputs ({', '.join(existing)}); pass --overwrite")
+def _check_out_dir(out: Path, fmt: str, *, overwrite: bool, resume: bool, inputs: Sequence[str | Path]) -> None:
+    """The outputs' pre-flight (nothing touched): no input among them, none replaced that is not this
+    command's own (by the folder's record), the interrupted state kept unless asked."""
+    refuse_existing([out / n for n in _output_names(fmt)], overwrite or resume, inputs=inputs)
     state = out / STATE_NAME
+    if overwrite:  # an interrupted state --overwrite discards must be this command's own
+        refuse_existing([state], True)
     if state.exists() and not resume and not overwrite:
         raise InversionError(
             f"{out} holds an interrupted inversion ({STATE_NAME}); pass --resume to continue it or --overwrite to "
@@ -153,10 +155,17 @@ def run(
     overwrite: bool = False, fmt: str = "exr", device: str | torch.device | None = None, progress: bool = True,
 ) -> InversionResult:
     """The `gantlitz invert` command: load, validate, invert (resumable), write every output to `out`."""
-    out = Path(out)
-    cfg = config or InversionConfig()
+    with writing("invert"):
+        return _run(checkpoint, target_path, Path(out), modality=modality, mode=mode, config=config or InversionConfig(),
+                    resume=resume, overwrite=overwrite, fmt=fmt, device=device, progress=progress)
+
+
+def _run(checkpoint: str | Path, target_path: str | Path, out: Path, *, modality: str, mode: Mode,
+         config: InversionConfig, resume: bool, overwrite: bool, fmt: str, device: str | torch.device | None,
+         progress: bool) -> InversionResult:
+    cfg = config
     dev = resolve_device(device)
-    _check_out_dir(out, fmt, overwrite=overwrite, resume=resume)
+    _check_out_dir(out, fmt, overwrite=overwrite, resume=resume, inputs=[checkpoint, target_path])
     model = load(checkpoint, device=dev)
     G = generator_of(model)
     target, _ = load_target(target_path, modality, G.canvas, mode)
@@ -164,7 +173,8 @@ def run(
     state = out / STATE_NAME
     if overwrite and not resume and state.exists():
         state.unlink()
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "target": str(Path(target_path).resolve())}
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "target": str(Path(target_path).resolve()),
+            "model": model_identity(model)}
     result = invert(model, target, modality, mode, cfg, device=dev, state_path=state, resume=resume,
                     progress=progress, meta=meta)
     assert result is not None
@@ -178,20 +188,22 @@ def regenerate(
     checkpoint: str | Path, latent: str | Path, out: str | Path, *, fmt: str = "exr", overwrite: bool = False,
     device: str | torch.device | None = None,
 ) -> InversionResult:
-    """Turn a saved latent file back into the full set of maps (+ contact sheet and loss curve) in `out`."""
+    """Turn a saved latent file back into the full set of maps (+ contact sheet and loss curve) in `out`,
+    with the model the latent file records (another one is refused: its latents mean something else)."""
     out = Path(out)
-    dev = resolve_device(device)
-    model = load(checkpoint, device=dev)
-    result = load_latent(latent, model)
-    target = None
-    tpath = result.extra.get("target")
-    if tpath and Path(tpath).exists():
-        try:
-            target, _ = load_target(tpath, result.modality, generator_of(model).canvas, result.mode)
-        except TargetError as exc:
-            log.warning("not showing the original target: %s", exc)
-    existing = [n for n in _output_names(fmt) if n != LATENT_NAME and (out / n).exists()]
-    if existing and not overwrite:
-        raise InversionError(f"{out} already holds outputs ({', '.join(existing)}); pass --overwrite")
-    write_outputs(out, result, model, target=target, fmt=fmt, overwrite=overwrite, device=dev)
+    with writing("invert"):
+        refuse_existing([out / n for n in _output_names(fmt) if n != LATENT_NAME], overwrite,
+                        inputs=[checkpoint, latent])
+        dev = resolve_device(device)
+        model = load(checkpoint, device=dev)
+        result = load_latent(latent, model)
+        check_latent_model(latent, result.extra.get("model"), model)
+        target = None
+        tpath = result.extra.get("target")
+        if tpath and Path(tpath).is_file():
+            try:
+                target, _ = load_target(tpath, result.modality, generator_of(model).canvas, result.mode)
+            except TargetError as exc:
+                log.warning("not showing the original target: %s", exc)
+        write_outputs(out, result, model, target=target, fmt=fmt, overwrite=overwrite, device=dev)
     return result

@@ -281,3 +281,21 @@ def load_latent(path: str | Path, model: Any) -> InversionResult:
         factor=int(meta["factor"]), config=InversionConfig.from_dict(meta["config"]), psnr=meta.get("psnr"),
         extra=extra,
     )
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """What a latent file records of the model it was made with: its file, preset, step and weights' digest."""
+    return {"path": getattr(model, "path", None), "preset": getattr(model, "name", None),
+            "step": getattr(model, "meta", {}).get("step"), "digest": ckpt.digest(generator_of(model).state_dict())}
+
+
+def check_latent_model(latent: str | Path, recorded: Any, model: Any) -> None:
+    """Refuse to regenerate with weights other than the latent file's (the same latents give other maps)."""
+    if not isinstance(recorded, dict) or "digest" not in recorded:
+        log.warning("%s records no model (an older latent file): it can not be checked against %s", latent,
+                    getattr(model, "path", "the model"))
+        return
+    if recorded["digest"] != ckpt.digest(generator_of(model).state_dict()):
+        raise InversionError(f"{latent}: made with another model ({recorded.get('path')}, preset "
+                             f"{recorded.get('preset')}, step {recorded.get('step')}) than {getattr(model, 'path', '?')}; "
+                             "regenerate with that model (the latents mean something else in another one)")

@@ -32,6 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
+from ..outputs import save_figure
+
 __all__ = ["LayoutGrid", "layout_grid", "cell_means", "correlation", "layout_scores", "layout_plot"]
 
 
@@ -190,6 +192,4 @@ def layout_plot(
             ax.set_title(f"{name}: {title}" if col == 0 else title, fontsize=7)
             ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)

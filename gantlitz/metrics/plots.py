@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..outputs import save_figure
+
 __all__ = ["figure", "kid_boxplot", "spectra_plot", "format_mean_std"]
 
 
@@ -90,10 +92,7 @@ def kid_boxplot(
         if inset_title:
             ax_img.set_title(inset_title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 def spectra_plot(
@@ -133,7 +132,4 @@ def spectra_plot(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi=dpi)

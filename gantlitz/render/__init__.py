@@ -42,7 +42,8 @@ from .assets import (
     load_mesh,
 )
 from .gl import APT_PACKAGES, Light, Lighting, Shading, default_lighting, gl_context
-from .views import MapSet, map_sets, render_uv, render_views, save_png, tile_rows, view_yaws, write_previews
+from .views import (MapSet, map_inputs, map_sets, render_uv, render_views, save_png, tile_rows, view_yaws,
+                    write_previews)
 
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "default_lighting",
     "Shading",
     "map_sets",
+    "map_inputs",
     "write_previews",
     "find_maps",
     "find_map_sets",

@@ -13,8 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..outputs import atomic_path, refuse_existing
-from .assets import Maps, Mesh, RenderError, find_map_sets, load_maps, load_mesh
+from ..outputs import refuse_existing, save_image, writing
+from .assets import Maps, Mesh, RenderError, find_map_sets, find_maps, load_maps, load_mesh
 from .gl import FRAGMENT_SHADER, VERTEX_MESH, VERTEX_UV, Material, Shading, gl_context, read_fbo, set_shading
 
 log = logging.getLogger(__name__)
@@ -205,9 +205,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray, *, overwrite: bool = Tr
     """Write a uint8 H x W x 3 image as an 8-bit PNG (atomically: a temporary file, then rename)."""
     from PIL import Image
 
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", optimize=True)
-    return Path(path)
+    return save_image(Image.fromarray(np.ascontiguousarray(image)), path, overwrite=overwrite)
 
 
 def tile_rows(rows: Iterable[np.ndarray], gap: int = 0) -> np.ndarray:
@@ -241,6 +239,15 @@ def map_sets(source: Path | None, albedo: Path | None = None, specular: Path | N
             for d in dirs]
 
 
+def map_inputs(sets: list[MapSet], mesh: str | os.PathLike | None = None) -> list[Path]:
+    """Every file a command reads for `sets` (and `mesh`): never one of its outputs."""
+    files = [Path(mesh)] if mesh is not None else []
+    for _, kw in sets:
+        files += list(find_maps(kw["source"]).values()) if kw.get("source") is not None else []
+        files += [Path(kw[k]) for k in ("albedo", "specular", "normal") if kw.get(k) is not None]
+    return files
+
+
 def write_previews(
     sets: list[MapSet], out: Path, *, mode: str = "both", views: int = 3, size: int = 768, uv_size: int | None = None,
     shading: Shading | None = None, max_texture: int | None = 2048, labels: bool = True, zoom: float = 1.1,
@@ -254,7 +261,18 @@ def write_previews(
         stem = out.with_suffix("") if mode == "uv" else out.with_name(out.stem + "_uv")
         uv_paths = [Path(f"{stem}{'_' + name if len(sets) > 1 else ''}.png") for name, _ in sets]
     mesh_paths = [out] if mode != "uv" else []
-    refuse_existing(mesh_paths + uv_paths, overwrite)
+    with writing("render"):
+        refuse_existing(mesh_paths + uv_paths, overwrite, inputs=map_inputs(sets, mesh))
+        _render_all(sets, mesh_paths, uv_paths, views=views, size=size, uv_size=uv_size, shading=shading,
+                    max_texture=max_texture, labels=labels, zoom=zoom, mesh=mesh, flip_v=flip_v,
+                    convention=convention, overwrite=overwrite, echo=echo)
+    return mesh_paths + uv_paths
+
+
+def _render_all(sets: list[MapSet], mesh_paths: list[Path], uv_paths: list[Path], *, views: int, size: int,
+                uv_size: int | None, shading: Shading | None, max_texture: int | None, labels: bool, zoom: float,
+                mesh: str | os.PathLike | None, flip_v: bool, convention: str, overwrite: bool, echo: Any) -> None:
+    """`write_previews` after its pre-flight: the mesh views, then the UV views."""
     loaded = [load_maps(**kw, max_size=max_texture, convention=convention) for _, kw in sets]
     if mesh_paths:
         the_mesh = load_mesh(mesh, flip_v=flip_v)
@@ -263,10 +281,10 @@ def write_previews(
                              max_texture=max_texture) for maps in loaded]
         per_view = (time.perf_counter() - t0) / max(len(rows) * views, 1)
         image = tile_rows(rows)
-        save_png(out, image)
-        echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {len(rows) * views} views, {per_view:.2f} s/view)")
+        save_png(mesh_paths[0], image, overwrite=overwrite)
+        echo(f"wrote {mesh_paths[0]} ({image.shape[1]}x{image.shape[0]}, {len(rows) * views} views, "
+             f"{per_view:.2f} s/view)")
     for maps, path in zip(loaded, uv_paths):
         image = render_uv(maps, size=uv_size, shading=shading, max_texture=max_texture)
-        save_png(path, image)
+        save_png(path, image, overwrite=overwrite)
         echo(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, UV-space relit)")
-    return mesh_paths + uv_paths

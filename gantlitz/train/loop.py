@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint, networks, presets
-from ..config import MODALITIES, Preset, parse_overrides, to_dict
+from ..config import MODALITIES, ConfigError, Preset, parse_overrides, to_dict
 from ..data.sampling import raw_to_network, training_loader
 from ..data.store import PatchStore, StoreError
 from ..device import configure_backends, precision_context
@@ -41,8 +41,8 @@ from ..nn.generator import check_regions
 from . import distributed, losses, objectives
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .monitor import Monitor, Previewer, memory_gb
-from .run import (ConfigError, Resumable, RunDirectory, TrainingDiverged, TrainingInterrupted, check_dataset,
-                  history_entry, versions)
+from .run import (Resumable, RunDirectory, TrainingDiverged, TrainingInterrupted, check_dataset, history_entry,
+                  versions)
 from .state import (RANK_SEED_STRIDE, Purpose, optimizer_from_flat, optimizer_to_flat, restore_rng, rng_state,
                     step_generator)
 
@@ -399,6 +399,7 @@ def train(
     previews: bool = True,
     command: Sequence[str] | None = None,
     handle_signals: bool = True,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train `preset` (name or Preset, plus dotted `overrides`) on the prepared dataset `data` into run
     directory `out`.
@@ -406,7 +407,8 @@ def train(
     `steps` (total steps) or `kimg` (thousands of real samples over all processes) override
     `train.steps`; `resume` continues from the newest valid checkpoint of `out` (starting fresh if there
     is no run); `overwrite` clears a previous run's own files (never other files); `max_minutes` stops
-    after that much wall time as if the run had ended (final checkpoint + model). Writes RUN/config.json,
+    after that much wall time as if the run had ended (final checkpoint + model); `allow_data_change`
+    lets a resumed run continue on a dataset whose subjects or canvas differ from the run's record. Writes RUN/config.json,
     RUN/checkpoints/step-*.safetensors (every train.checkpoint_every steps, the last
     train.keep_checkpoints kept), RUN/model.safetensors (G_ema) at the end, TensorBoard logs, previews.
     The run directory is locked while training (`gantlitz.train.run`).
@@ -419,7 +421,7 @@ def train(
     t_start = time.time()
     store = _open_store(data)
     run = RunDirectory(Path(out))
-    run.check(data=data, resume=resume, overwrite=overwrite)
+    run.check(data=data, resume=resume, overwrite=overwrite, allow_data_change=allow_data_change)
     info = distributed.setup(device)
     try:
         resumed = run.resumable() if resume else None

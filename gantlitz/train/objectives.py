@@ -34,7 +34,7 @@ from .state import Purpose, optimizer_from_flat, optimizer_to_flat
 if TYPE_CHECKING:  # the trainer owns the phases; only its type is needed here
     from .loop import Trainer
 
-__all__ = ["DataTargets", "data_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
+__all__ = ["DataTargets", "data_targets", "random_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
            "MomentMatch", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
 
 
@@ -77,6 +77,23 @@ def data_targets(store: Any, preset: Any) -> DataTargets | None:
         h, w = whole_size(model, cfg.whole_level)
         out.whole_reals = stack(h, w)
         out.whole_mask = torch.from_numpy(np.asarray(store.mask_at(h, w), dtype=np.float32))
+    return out
+
+
+def random_targets(preset: Any, seed: int = 0) -> DataTargets | None:
+    """Targets of the right shapes with random values in [-1, 1], for timing a step without a dataset
+    (benchmarks); None when no option needs any."""
+    cfg, model = preset.train, preset.model
+    if cfg.moment_weight <= 0 and cfg.whole_level is None:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    out = DataTargets()
+    cell = model.patch_size // cfg.moment_cells
+    out.moment_means = torch.rand(5, model.canvas_height // cell, model.canvas_width // cell, generator=gen) * 2 - 1
+    if cfg.whole_level is not None:
+        h, w = whole_size(model, cfg.whole_level)
+        out.whole_reals = torch.rand(8, 5, h, w, generator=gen) * 2 - 1
+        out.whole_mask = torch.ones(h, w)
     return out
 
 
@@ -279,6 +296,7 @@ class WholeCanvas:
                              f"got {tuple(reals.shape)}")
         self.reals = reals.to(t.device, torch.float32)
         self.mean = self.reals.mean(0)
+        self.mean_square = self.reals.square().mean(0)
         self.mask = mask.to(t.device, torch.float32).reshape(1, 1, *self.size)
         d_cfg = dataclasses.replace(model, patch_size=min(self.size), disc_pos="none", disc_locate=False,
                                     disc_pos_inject="input")
@@ -353,9 +371,11 @@ class WholeCanvas:
                                 self.zeros, self.zeros, self.group).float()
             out["whole/loss_G"] = cfg.whole_weight * losses.g_nonsaturating(logits)
         if cfg.whole_moment_weight > 0:  # every sample is at the same (whole-canvas) location: one group
-            kept = torch.ones(fake.shape[:2], device=fake.device)
-            out["whole/loss_moments"] = cfg.whole_moment_weight * mean_matching(
-                fake.float(), self.mean[None], kept, fake.shape[0])
+            f, kept, n = fake.float(), torch.ones(fake.shape[:2], device=fake.device), fake.shape[0]
+            loss = mean_matching(f, self.mean[None], kept, n)
+            if cfg.whole_moments == 2:  # E[f²] too: with the mean matched, the per-pixel spread
+                loss = loss + mean_matching(f.square(), self.mean_square[None], kept, n)
+            out["whole/loss_moments"] = cfg.whole_moment_weight * loss
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
