@@ -6,7 +6,7 @@ steps and the same Adam settings as training, then measures the layout of the fi
 with this direct, supervised signal; the adversarial signal is much weaker (docs/training.md).
 
     python benchmarks/layout_capacity.py --data DS --steps 300 --variant base: \
-        --variant learned:model.pe_learned=true --variant oriented:model.pe_kind=oriented
+        --variant learned:model.pe_learned=true
 """
 
 from __future__ import annotations

@@ -16,15 +16,43 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from .errors import GantlitzError, UsageError
+from .geometry import level0_unit, level_step, num_levels
 
 MODALITIES: tuple[str, ...] = ("albedo", "specular", "displacement")
 """Modalities in the order of the stored channels (3 + 1 + 1)."""
 MODALITY_CHANNELS: dict[str, int] = {"albedo": 3, "specular": 1, "displacement": 1}
 DATA_CHANNELS = sum(MODALITY_CHANNELS.values())
 
+
+def channel_slices(modalities: Sequence[str] = MODALITIES) -> dict[str, slice]:
+    """The channels of each modality in a stack of `modalities` (in that order): the stored layout for
+    the default, {"albedo": 0:3, "specular": 3:4, "displacement": 4:5}."""
+    out, start = {}, 0
+    for name in modalities:
+        out[name] = slice(start, start + MODALITY_CHANNELS[name])
+        start += MODALITY_CHANNELS[name]
+    return out
+
+
+CHANNEL_SLICES: dict[str, slice] = channel_slices()
+"""The channels of each modality in the stored (and generated) 5-channel layout."""
+CHANNEL_MODALITY: tuple[int, ...] = tuple(i for i, m in enumerate(MODALITIES) for _ in range(MODALITY_CHANNELS[m]))
+"""The modality index of each of the 5 channels: (0, 0, 0, 1, 2)."""
+
+
+def split_channels(stack: Any, axis: int = 1, modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
+    """{modality: its channels} of an array or tensor stacking `modalities` along `axis` (views, no copy)."""
+    axis = axis % stack.ndim
+    lead = (slice(None),) * axis
+    return {name: stack[lead + (sl,)] for name, sl in channel_slices(modalities).items()}
+
+
+def keep_channels(keep: Any) -> Any:
+    """A (B, 3) per-modality keep mask (array or tensor) → the (B, 5) mask of their channels."""
+    return keep[:, list(CHANNEL_MODALITY)]
+
 DiscPos = Literal["sin", "uv", "none"]
 DiscPosInject = Literal["input", "project", "both"]
-GeneratorEncoding = Literal["axis", "oriented"]
 
 
 @dataclass(frozen=True)
@@ -32,30 +60,32 @@ class ModelConfig:
     """Generator and discriminator architecture, and the canvas they cover."""
 
     canvas_height: int = 4096
+    """Canvas height in pixels (the dataset's; a multiple of the patch size)."""
     canvas_width: int = 6144
+    """Canvas width in pixels (the dataset's; a multiple of the patch size)."""
     patch_size: int = 512
+    """Side of a training patch in pixels, a power of two >= 8 (512 in the paper)."""
     z_dim: int = 512
+    """Size of the latent z."""
     w_dim: int = 512
+    """Size of the intermediate latent w (every style input)."""
     mapping_layers: int = 2
+    """Fully connected layers of the mapping network z → w."""
     embed_dim: int = 512
     """Size of the learned per-modality embedding feeding the dual-style blocks."""
     pe_channels: int = 512
     """Channels of the sinusoidal positional-encoding input map (replaces StyleGAN2's constant)."""
-    pe_kind: GeneratorEncoding = "axis"
-    """G's encoding: axis-aligned sinusoids of the row and of the column, or oriented plane waves."""
     pe_learned: bool = False
     """Add a learned feature map over the padded level-0 canvas (zero at the start) to the encoding: a
     free code per canvas location, still a pure function of position (seamless); zero beyond the map."""
     pe_min_period: float = 3.0
-    layout_level: int | None = None
-    """Synthesis level at which a learned image per modality (zero at the start) is added to the toRGB
-    output: the layout all aligned subjects share, learnt as such, while the style path learns what
-    varies. A pure function of canvas position, so seams cannot appear; None = off (the paper)."""
     """Shortest period of G's encoding in level-0 pixels (one level-0 pixel = patch/4 canvas pixels).
     Periods shorter than a patch reach the output as an axis-aligned lattice unless D learns to reject
     them; layout needs only periods of a patch and longer (docs/training.md)."""
     channel_base: int = 16384
+    """Generator feature channels at a level: min(channel_base / core size, channel_max)."""
     channel_max: int = 512
+    """Most feature channels of any generator level."""
     g_halve_last: tuple[int, ...] = ()
     """Halvings of the last generator levels' filters, e.g. (1, 1) for GANtlitz-S's last two levels."""
     dual_style: bool = True
@@ -63,12 +93,15 @@ class ModelConfig:
     modality_bias: bool = True
     """False = NO-BIAS ablation: dual-style blocks without the per-modality bias offset."""
     d_channel_base: int = 16384
+    """Discriminator channels at a resolution: min(d_channel_base / resolution, d_channel_max)."""
     d_channel_max: int = 512
+    """Most channels of any discriminator layer."""
     d_halve_first: tuple[int, ...] = ()
     """Halvings of the first discriminator layers' filters, e.g. (1, 1) for GANtlitz-S."""
     disc_pos: DiscPos = "sin"
     """Location signal concatenated to D's input: 20 sinusoids, 2 raw UV channels, or none."""
     disc_pos_periods: int = 5
+    """Periods of D's sinusoidal location channels (4 channels per period: sin/cos of row and column)."""
     disc_pos_inject: DiscPosInject = "input"
     """Where D receives the location: as input channels (the paper), as a projection of the patch
     centre's encoding onto D's last features (conditional-GAN projection), or both."""
@@ -94,7 +127,7 @@ class ModelConfig:
     @property
     def num_levels(self) -> int:
         """Synthesis levels from the 4-pixel core up to the patch size (8 for 512)."""
-        return int(math.log2(self.patch_size // 4)) + 1
+        return num_levels(self.patch_size)
 
     @property
     def out_channels(self) -> int:
@@ -119,24 +152,35 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Discriminator augmentation (SPEC §6): adaptive ADA subset, constant mid-band filter, modality dropout."""
+    """Discriminator augmentation (paper §4.2; docs/training.md): adaptive ADA subset, constant mid-band
+    filter, modality dropout."""
 
     enabled: bool = True
+    """False turns every augmentation off (D sees the patches as they are)."""
     ada_target: float = 0.6
+    """ADA's target for E[sign(D(real))]: p rises while the reals' sign mean is above it."""
     ada_interval: int = 4
     """Steps between adjustments of p."""
     ada_kimg: float = 100.0
     """How many thousand images it takes p to move from 0 to 1 at full speed."""
     p_init: float = 0.0
+    """Adaptive probability p at the start of a run."""
     noise: bool = True
+    """Additive Gaussian noise (an ADA transform, fires with p)."""
     cutout: bool = True
+    """Cutout of a square (an ADA transform, fires with p)."""
     rotate: bool = True
+    """Rotation (an ADA transform, fires with p)."""
     scale: bool = True
+    """Isotropic scaling (an ADA transform, fires with p)."""
     translate: bool = True
+    """Translation (an ADA transform, fires with p)."""
     midband_p: float = 0.85
+    """Probability of the mid-band (difference of Gaussians) filter, constant unless adaptive_freq."""
     adaptive_freq: bool = False
     """ADAPTIVE-FREQ ablation: the mid-band filter follows the adaptive p instead of a constant."""
     modality_dropout: bool = False
+    """GANtlitz-S: drop one random modality per sample for fakes (inside G) and reals."""
     noise_std: float = 0.1
     """Additive noise: σ = |N(0, noise_std)| per sample (ADA's default)."""
     cutout_size: float = 0.5
@@ -159,32 +203,49 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation schedule and loop settings (SPEC §7)."""
+    """Optimisation schedule and loop settings (paper §4.4.5; docs/training.md)."""
 
     batch: int = 4
     """Samples per step per process; each sample is generated once per modality."""
     group_size: int = 2
     """Consecutive samples drawn from the same patch location; D's minibatch-stddev groups are these."""
     lr: float = 0.003
+    """Adam learning rate of G and D (after the warm-up)."""
     betas: tuple[float, float] = (0.0, 0.99)
+    """Adam betas of G and D."""
     warmup_steps: int = 2000
+    """Steps over which the learning rate ramps linearly from 0 (`train.losses.warmup_lr`)."""
     r1_gamma: float = 2.0
+    """Weight γ of the R1 penalty γ/2·|∇D(real)|² on the augmented reals."""
     locate_weight: float = 1.0
     """Weight of the location-regression loss for D (reals) and G (fakes) when D has the head
     (`ModelConfig.disc_locate`): mean squared error of the predicted patch centre in [-1, 1] canvas units."""
     r1_interval: int = 16
+    """Lazy regularisation: R1 every this many steps, scaled by the interval."""
     ema_decay: float = 0.999
+    """Decay of the exponential moving average of G's weights (G_ema, used for generation)."""
     ema_rampup: float | None = None
+    """StyleGAN2-ADA's EMA ramp-up: the averaging horizon capped at ema_rampup·step; None = off."""
     style_mixing: float = 0.0
+    """Probability of mixing two latents at a random style input (0 in the paper)."""
     steps: int = 100_000
+    """Training steps of the run."""
     checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (and at the end)."""
     preview_every: int = 1000
+    """Write preview images every this many steps; 0 turns previews off."""
     log_every: int = 20
+    """Log the scalars every this many steps."""
     seed: int = 0
+    """Seeds every random stream of the run (docs/architecture.md, "Random streams")."""
     precision: Literal["fp32", "tf32", "bf16"] = "tf32"
+    """Float precision of the passes: fp32, TF32 matmuls/convolutions, or bf16 autocast."""
     compile: bool = False
+    """`torch.compile` G and D."""
     flip: bool = True
+    """Also train on horizontally mirrored subjects (when the dataset allows flipping)."""
     workers: int = 2
+    """DataLoader worker processes (0: load in the training process)."""
     keep_checkpoints: int = 3
     """Checkpoints kept in RUN/checkpoints (older ones are deleted after each save)."""
     g_chunks: int = 1
@@ -212,6 +273,7 @@ class TrainConfig:
     """Stride of the training location grid in pixels; None is the paper's half patch (50 % overlap).
     The finest possible is the level-0 unit (a quarter patch): every offset the encoding aligns to."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Discriminator augmentation (`AugmentConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -219,11 +281,15 @@ class Preset:
     """A named pair of model and training settings; `global_res` marks the whole-image baseline."""
 
     name: str
+    """The preset's name (`gantlitz.presets.names()`)."""
     model: ModelConfig
+    """Network architecture and canvas."""
     train: TrainConfig
+    """Optimisation schedule and loop settings."""
     global_res: int | None = None
     """mmstylegan2-ada: train on whole textures resized to global_res x global_res."""
     description: str = ""
+    """One line for `gantlitz info`."""
 
     def with_canvas(self, height: int, width: int) -> "Preset":
         """The preset on a dataset's canvas (the manifest drives the geometry)."""
@@ -239,6 +305,20 @@ def to_dict(obj: Any) -> Any:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
+_RETIRED_MODEL: dict[str, Any] = {"layout_level": None, "pe_kind": "axis"}
+"""Model settings measured and removed (docs/training.md): a stored configuration that holds the value
+that is now the only behaviour still loads; any other value can not be rebuilt."""
+
+
+def _current_model(model: dict[str, Any]) -> dict[str, Any]:
+    model = dict(model)
+    for key, kept in _RETIRED_MODEL.items():
+        if key in model and model.pop(key) != kept:
+            raise ConfigError(f"model.{key} was removed (measured and rejected, docs/training.md); this "
+                              f"configuration needs it and can not be rebuilt")
+    return model
+
+
 def preset_from_dict(data: dict[str, Any]) -> Preset:
     """Inverse of `to_dict(preset)`; unknown keys are an error so stale configs are not half-read."""
     train = dict(data["train"])
@@ -247,7 +327,7 @@ def preset_from_dict(data: dict[str, Any]) -> Preset:
         train["betas"] = tuple(train["betas"])
     return Preset(
         name=data["name"],
-        model=ModelConfig(**{**data["model"], "g_halve_last": tuple(data["model"]["g_halve_last"]),
+        model=ModelConfig(**{**_current_model(data["model"]), "g_halve_last": tuple(data["model"]["g_halve_last"]),
                            "d_halve_first": tuple(data["model"]["d_halve_first"])}),
         train=TrainConfig(**train),
         global_res=data.get("global_res"),
@@ -513,14 +593,12 @@ def _section_problems(obj: Any, section: str) -> list[str]:
 
 
 def _model_rules(cfg: ModelConfig) -> list[str]:
-    """The rules between model fields (levels, halvings, the layout level)."""
+    """The rules between model fields (levels, halvings)."""
     bad, levels = [], cfg.num_levels
     for name in ("g_halve_last", "d_halve_first"):
         halvings = getattr(cfg, name)
         if len(halvings) > levels or any(h < 0 or h > 12 for h in halvings):
             bad.append(f"model.{name}={halvings}: at most {levels} halvings of 0 .. 12 each")
-    if cfg.layout_level is not None and not 0 <= cfg.layout_level < levels:
-        bad.append(f"model.layout_level={cfg.layout_level} must be a synthesis level 0 .. {levels - 1} (or none)")
     return bad
 
 
@@ -594,7 +672,7 @@ def validate_preset(preset: Preset) -> None:
         raise ConfigError(f"train.whole_every must be >= 1, got {cfg.whole_every}")
     if cfg.whole_moments not in (1, 2):
         raise ConfigError(f"train.whole_moments must be 1 (means) or 2 (means and squares), got {cfg.whole_moments}")
-    stride, unit = cfg.location_stride, max(model.patch_size // 4, 1)
+    stride, unit = cfg.location_stride, level0_unit(model.patch_size)
     if stride is not None and not (0 < stride <= model.patch_size and stride % unit == 0
                                    and (model.canvas_height - model.patch_size) % stride == 0
                                    and (model.canvas_width - model.patch_size) % stride == 0):
@@ -608,8 +686,8 @@ def validate_preset(preset: Preset) -> None:
     levels = model.num_levels
     if not 0 <= cfg.whole_level < levels:
         raise ConfigError(f"train.whole_level={cfg.whole_level} must be a synthesis level 0..{levels - 1}")
-    shift = levels - 1 - cfg.whole_level
-    h, w = model.canvas_height >> shift, model.canvas_width >> shift
+    step = level_step(model.patch_size, cfg.whole_level)
+    h, w = model.canvas_height // step, model.canvas_width // step
     short = min(h, w)
     if short < 8 or short & (short - 1) or h % (short // 4) or w % (short // 4):
         raise ConfigError(

@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from .config import DiscPos, GeneratorEncoding
+from .config import DiscPos
+from .geometry import PE_MARGIN
 
 
 def _sinusoids(coords: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
@@ -24,37 +25,23 @@ def generator_periods(channels: int, canvas_level0: tuple[int, int], min_period:
     canvas."""
     if channels % 4:
         raise ValueError(f"positional-encoding channels must be a multiple of 4, got {channels}")
-    longest = 4.0 * (max(canvas_level0) + 10)
+    longest = 4.0 * (max(canvas_level0) + 2 * PE_MARGIN)
     if not 2.0 <= min_period < longest:
         raise ValueError(f"the shortest encoding period must lie in [2, {longest:g}) level-0 pixels, got {min_period}")
     return torch.logspace(math.log10(min_period), math.log10(longest), channels // 4, dtype=torch.float64)
 
 
 def generator_input(
-    tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int, periods: torch.Tensor,
-    kind: GeneratorEncoding = "axis",
+    tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int, periods: torch.Tensor
 ) -> torch.Tensor:
-    """Crops of G's positional-encoding map at level-0 pixel coordinates → (B, 4·len(periods), h, w).
-
-    "axis": sin/cos of the row coordinate for every period, then sin/cos of the column coordinate; every
-    channel varies along one axis only, so 2-D structure needs products formed deeper in the network.
-    "oriented": plane waves sin/cos(2π·(y·cos θ + x·sin θ)/period), two per period, their directions θ
-    spread over the half circle by the golden angle; a linear read-out is then a 2-D Fourier series.
-    """
+    """Crops of G's positional-encoding map at level-0 pixel coordinates → (B, 4·len(periods), h, w):
+    sin/cos of the row coordinate for every period, then sin/cos of the column coordinate; every channel
+    varies along one axis only, so 2-D structure needs products formed deeper in the network."""
     device = tops.device
     rows = tops.to(torch.float64)[:, None] + torch.arange(height, device=device, dtype=torch.float64)
     cols = lefts.to(torch.float64)[:, None] + torch.arange(width, device=device, dtype=torch.float64)
     periods = periods.to(device)
     b = tops.shape[0]
-    if kind == "oriented":
-        waves = periods.repeat_interleave(2)
-        theta = torch.arange(waves.numel(), device=device, dtype=torch.float64) * (math.pi * (3 - math.sqrt(5)))
-        ky, kx = torch.cos(theta) / waves, torch.sin(theta) / waves
-        phase = 2 * math.pi * (rows[:, None, :, None] * ky[None, :, None, None]
-                               + cols[:, None, None, :] * kx[None, :, None, None])
-        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()
-    if kind != "axis":
-        raise ValueError(f"unknown generator encoding {kind!r}; choose axis or oriented")
     fy = _sinusoids(rows, periods).float()  # (B, 2n, h)
     fx = _sinusoids(cols, periods).float()  # (B, 2n, w)
     return torch.cat(

@@ -1,4 +1,4 @@
-"""KID distributions of checkpoints against the training data, figures and spectra (SPEC §9, paper §5.5–5.6).
+"""KID distributions of checkpoints against the training data, figures and spectra (paper §5.5–5.6; docs/evaluation.md).
 
 Two layers:
 
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import MODALITIES, MODALITY_CHANNELS, SEEDS_MAX, check_seed, check_truncation
+from .config import MODALITIES, MODALITY_CHANNELS, SEEDS_MAX, check_seed, check_truncation, split_channels
 from .metrics.features import build_extractor, extract_features
 from .metrics.kid import kid, kid_splits, summarize
 from .metrics.layout import layout_plot, layout_scores
@@ -37,6 +37,7 @@ from .metrics.plots import kid_boxplot, spectra_plot
 from .metrics.spectra import radial_power_spectrum
 from .device import resolve_device
 from .errors import InputError, InputNotFoundError, OutputError
+from .geometry import tiles
 from .outputs import atomic_path, make_dirs, refuse_existing, write_json, writing
 from .resample import area_downsample, network_to_unit, resize
 
@@ -48,7 +49,6 @@ __all__ = [
     "evaluate",
     "resolve_location",
     "whole_shape",
-    "area_downsample",
     "checkpoint_labels",
 ]
 
@@ -237,11 +237,7 @@ def _open_data(data: Any) -> tuple[Any, dict[str, Any]]:
 def _split_modalities(stack: np.ndarray) -> dict[str, np.ndarray]:
     """(5, h, w) in [-1, 1] → {modality: h×w×c in [0, 1]}."""
     hwc = network_to_unit(np.transpose(np.asarray(stack, dtype=np.float32), (1, 2, 0)))
-    out, c = {}, 0
-    for m in MODALITIES:
-        out[m] = np.clip(hwc[:, :, c : c + MODALITY_CHANNELS[m]], 0.0, 1.0)
-        c += MODALITY_CHANNELS[m]
-    return out
+    return {m: np.clip(part, 0.0, 1.0) for m, part in split_channels(hwc, -1).items()}
 
 
 def _read_whole(store: Any, subject: int, canvas: tuple[int, int], factor: int,
@@ -261,11 +257,10 @@ def _read_whole(store: Any, subject: int, canvas: tuple[int, int], factor: int,
             break
     out = {m: np.empty((height // factor, width // factor, MODALITY_CHANNELS[m]), np.float32) for m in MODALITIES}
     t = tile // factor
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            r, c = top // factor, left // factor
-            for m, arr in _split_modalities(store.read_patch(subject, top, left, tile)).items():
-                out[m][r : r + t, c : c + t] = area_downsample(arr, factor)
+    for top, left, _, _ in tiles((0, 0, height, width), tile, tile):  # square tiles: `tile` divides both sides
+        r, c = top // factor, left // factor
+        for m, arr in _split_modalities(store.read_patch(subject, top, left, tile)).items():
+            out[m][r : r + t, c : c + t] = area_downsample(arr, factor)
     return out
 
 

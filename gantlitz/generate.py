@@ -28,20 +28,19 @@ import torch
 
 from . import maps as maps_mod
 from .checkpoint import CheckpointError, load_generator
-from .config import (MODALITIES, MODALITY_CHANNELS, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX, check_seed,
-                     check_truncation)
+from .config import (CHANNEL_SLICES, MODALITIES, MODALITY_CHANNELS, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX,
+                     channel_slices, check_seed, check_truncation)
 from .errors import UsageError
 from .device import PRECISIONS, precision_context, resolve_device, resolve_precision
-from .geometry import level0_unit
-from .nn.generator import CHANNEL_SLICES, Generator
+from .geometry import Region, check_region, level0_unit, tiles
+from .nn.generator import Generator
 from .resample import network_to_unit
-from .outputs import FORMATS, OUTPUT_MAPS, output_paths, refuse_existing, save_image, write_map
+from .outputs import OUTPUT_MAPS, output_paths, refuse_existing, save_image, write_map
 from .sheets import contact_sheet, thumbnails
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FORMATS",
     "PRECISIONS",
     "OUTPUT_MAPS",
     "TextureModel",
@@ -53,6 +52,7 @@ __all__ = [
     "check_truncation",
     "TRUNCATION_MAX",
     "synthesize_texture",
+    "stream_maps",
     "iter_tiles",
     "tile_layout",
     "normals_from_displacement",
@@ -66,25 +66,6 @@ MAP_CHANNELS: dict[str, int] = {**MODALITY_CHANNELS, "normal": 3}
 DEFAULT_NORMAL_CONVENTION = "opengl"
 DEFAULT_SCALE_PER_PIXEL = 1.0 / 256.0
 """Displacement scale used when a checkpoint does not record its dataset's: canvas width / 256 pixels."""
-
-Region = tuple[int, int, int, int]
-
-
-_MOVED = {name: "sheets" for name in ("thumbnails", "crop_box", "contact_sheet", "seeds_sheet", "frames_sheet",
-                                      "vary_noise_sheet")}
-_MOVED.update({name: "outputs" for name in ("write_json", "write_map", "run_info")})
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved to `gantlitz.sheets` / `gantlitz.outputs` keep working, with a DeprecationWarning."""
-    if name in _MOVED:
-        import importlib
-
-        warnings.warn(f"gantlitz.generate.{name} moved to gantlitz.{_MOVED[name]}.{name}; the old name will be "
-                      "removed", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"gantlitz.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # ================================================================================================ helpers
 
@@ -129,22 +110,6 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     return out
 
 
-def _check_region(region: Sequence[int] | None, canvas: tuple[int, int], unit: int) -> Region:
-    if region is None:
-        return (0, 0, canvas[0], canvas[1])
-    try:
-        top, left, height, width = (int(v) for v in region)
-    except (TypeError, ValueError):
-        raise UsageError(f"region must be (top, left, height, width), got {region!r}") from None
-    if height <= 0 or width <= 0:
-        raise UsageError(f"region {region!r} is empty")
-    if top < 0 or left < 0 or top + height > canvas[0] or left + width > canvas[1]:
-        raise UsageError(f"region {region!r} (top, left, height, width) lies outside the canvas {canvas}")
-    if any(v % unit for v in (top, left, height, width)):
-        raise UsageError(f"region {region!r} must be aligned to multiples of {unit} pixels")
-    return top, left, height, width
-
-
 def _modality_list(modalities: str | Sequence[str]) -> list[str]:
     if isinstance(modalities, str):
         modalities = [modalities]
@@ -184,13 +149,8 @@ def tile_layout(region: Region, patch: int, patches_per_pass: int | None = None)
         raise UsageError(f"patches_per_pass must be >= 1, got {patches_per_pass}")
     c = min(n, cols)
     r = max(1, min(n // c, rows)) if n >= cols else 1
-    tiles = []
-    for y in range(top, top + height, r * patch):
-        th = min(r * patch, top + height - y)
-        for x in range(left, left + width, c * patch):
-            tw = min(c * patch, left + width - x)
-            tiles.append(Tile(y, x, th, tw, math.ceil(th / patch) * math.ceil(tw / patch)))
-    return tiles
+    return [Tile(y, x, th, tw, math.ceil(th / patch) * math.ceil(tw / patch))
+            for y, x, th, tw in tiles(region, r * patch, c * patch)]
 
 
 def _keep_and_channels(G: Generator, modalities: Sequence[str], batch: int) -> tuple[torch.Tensor, list[int]]:
@@ -214,7 +174,7 @@ def iter_tiles(
     the forward (e.g. a compiled G).
     """
     gen: Generator = G  # type: ignore[assignment]
-    region_t = _check_region(region, gen.canvas, level0_unit(gen.patch_size))
+    region_t = check_region(region, gen.canvas, gen.patch_size)
     mods = [m for m in modalities if m in MODALITIES]
     if not mods:
         raise UsageError(f"nothing to synthesize for modalities {list(modalities)}")
@@ -248,13 +208,99 @@ def synthesize_texture(
     """
     if modality not in MODALITIES:
         raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-    top, left, height, width = _check_region(region, G.canvas, level0_unit(G.patch_size))
+    top, left, height, width = check_region(region, G.canvas, G.patch_size)
     out = ws.new_zeros(ws.shape[0], MODALITY_CHANNELS[modality], height, width, dtype=torch.float32)
     for tile, x in iter_tiles(G, ws, [modality], noise_seed, region=(top, left, height, width),
                               patches_per_pass=patches_per_pass, apply_mask=apply_mask, noise=noise):
         y, xx = tile.top - top, tile.left - left
         out[:, :, y : y + tile.height, xx : xx + tile.width] = x.float()
     return out
+
+
+def stream_maps(
+    G: Generator, ws: torch.Tensor, modalities: Sequence[str], region: Sequence[int] | None = None, *,
+    noise_seed: int = 0, noise: Any = None, apply_mask: bool = True, patches_per_pass: int | None = None,
+    precision: str = "fp32", call: Any = None, progress: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The one full-canvas synthesis path: run the tiles of `region` (default: the canvas) for latents ws
+    (1, num_ws, w_dim) and copy each into host arrays ({modality: h×w×C float32}, values in [0, 1], not
+    clipped), with timing statistics. `noise` (an `ExplicitNoise`) replaces the hashed noise of
+    `noise_seed`; `precision` is a resolved `device` precision; `call` replaces G for the forward.
+
+    On CUDA each tile is copied asynchronously while the next one is computed, so the device holds at
+    most two tiles.
+    """
+    region = check_region(region, G.canvas, G.patch_size)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise UsageError(f"unknown modality {unknown[0]!r}; choose from {', '.join(MODALITIES)}")
+    device = ws.device
+    arrays = {m: np.empty((region.height, region.width, MODALITY_CHANNELS[m]), np.float32) for m in modalities}
+    bounds = channel_slices(modalities)
+    tile_list = tile_layout(region, G.patch_size, patches_per_pass)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(t.patches for t in tile_list), unit="patch", desc="synthesis", leave=False)
+
+    def deliver(tile: Tile, host: torch.Tensor) -> None:
+        arr = host[0].numpy()  # h x w x C, value space
+        y, x = tile.top - region.top, tile.left - region.left
+        for m, sl in bounds.items():
+            arrays[m][y : y + tile.height, x : x + tile.width] = arr[:, :, sl]
+        if bar is not None:
+            bar.update(tile.patches)
+
+    t0 = time.perf_counter()
+    timer = _CudaTimer() if device.type == "cuda" else None
+    try:
+        with torch.inference_mode(), precision_context(device, precision):
+            outs = iter_tiles(G, ws, modalities, noise_seed, region=region, patches_per_pass=patches_per_pass,
+                              apply_mask=apply_mask, noise=noise, call=call)
+            values = ((tile, network_to_unit(out.float()).permute(0, 2, 3, 1).contiguous()) for tile, out in outs)
+            for tile, host in (_overlapped_copies(values) if timer is not None else values):
+                deliver(tile, host)
+    finally:
+        if bar is not None:
+            bar.close()
+    stats = {"patch_evaluations": float(sum(t.patches for t in tile_list) * len(modalities)),
+             "forward_passes": float(len(tile_list))}
+    if timer is not None:
+        stats["gpu_s"] = timer.seconds()
+    stats["synthesis_s"] = time.perf_counter() - t0
+    return arrays, stats
+
+
+class _CudaTimer:
+    """Device time from construction to `seconds()` (CUDA events)."""
+
+    def __init__(self) -> None:
+        self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.start.record()
+
+    def seconds(self) -> float:
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end) / 1000.0
+
+
+def _overlapped_copies(values: Iterator[tuple[Tile, torch.Tensor]]) -> Iterator[tuple[Tile, torch.Tensor]]:
+    """(tile, device tensor) → (tile, host tensor), each copy asynchronous and overlapping the next tile."""
+    pending: deque = deque()
+    for tile, val in values:
+        host = val.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        pending.append((tile, host, event))
+        while len(pending) > 1:
+            tl, hs, evt = pending.popleft()
+            evt.synchronize()
+            yield tl, hs
+    while pending:
+        tl, hs, evt = pending.popleft()
+        evt.synchronize()
+        yield tl, hs
 
 
 # ============================================================================================ maps on host
@@ -430,7 +476,7 @@ class TextureModel:
 
         modalities: any of albedo, specular, displacement, normal (normal is derived from displacement:
         tangent space, encoded n * 0.5 + 0.5, finite differences inside the region). noise_seed defaults
-        to the seed. extrapolate fills the region outside the mask (SPEC §5.4; full canvas only).
+        to the seed. extrapolate fills the region outside the mask (paper §5.4; full canvas only).
         """
         ws = self.ws_for_seed(seed, truncation)
         return self.sample_ws(ws, modalities, noise_seed=seed if noise_seed is None else noise_seed,
@@ -447,14 +493,15 @@ class TextureModel:
         point of inversion.
         """
         mods = _modality_list(modalities)
-        region_t = _check_region(region, self.canvas, self.unit)
-        if extrapolate and region_t[2:] != self.canvas:
+        region_t = check_region(region, self.canvas, self.patch_size)
+        if extrapolate and (region_t.height, region_t.width) != self.canvas:
             raise UsageError("extrapolate needs the full canvas (its low-frequency blur spans the whole map)")
         if ws.ndim != 3 or ws.shape[0] != 1:
             raise UsageError(f"ws must be (1, num_ws, w_dim), got {tuple(ws.shape)}")
         net = [m for m in MODALITIES if m in mods or (m == "displacement" and "normal" in mods)]
-        arrays, stats = self._stream(ws.to(self.device), net, region_t, noise_seed=noise_seed, noise=noise,
-                                     apply_mask=not extrapolate, progress=progress)
+        arrays, stats = stream_maps(self.G, ws.to(self.device), net, region_t, noise_seed=noise_seed, noise=noise,
+                                    apply_mask=not extrapolate, patches_per_pass=self.patches_per_pass,
+                                    precision=self.precision, call=self._call, progress=progress)
         t1 = time.perf_counter()
         if extrapolate:
             for m in net:
@@ -469,75 +516,6 @@ class TextureModel:
         stats["postprocess_s"] = time.perf_counter() - t1
         self.last_stats = stats
         return {m: result[m] for m in mods}
-
-    def _stream(
-        self, ws: torch.Tensor, net: list[str], region: Region, *, noise_seed: int, noise: Any, apply_mask: bool,
-        progress: bool,
-    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Run the tiles of `region` and copy each into host arrays ({modality: h×w×C}, values in [0, 1]).
-
-        On CUDA each tile is copied asynchronously while the next one is computed, so the device holds at
-        most two tiles.
-        """
-        top, left, height, width = region
-        arrays = {m: np.empty((height, width, MODALITY_CHANNELS[m]), np.float32) for m in net}
-        bounds, start = [], 0
-        for m in net:
-            bounds.append((m, start, start + MODALITY_CHANNELS[m]))
-            start += MODALITY_CHANNELS[m]
-        tiles = tile_layout(region, self.patch_size, self.patches_per_pass)
-        cuda = self.device.type == "cuda"
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=sum(t.patches for t in tiles), unit="patch", desc="synthesis", leave=False)
-
-        def deliver(tile: Tile, host: torch.Tensor) -> None:
-            arr = host[0].numpy()  # h x w x C, value space
-            y, x = tile.top - top, tile.left - left
-            for m, c0, c1 in bounds:
-                arrays[m][y : y + tile.height, x : x + tile.width] = arr[:, :, c0:c1]
-            if bar is not None:
-                bar.update(tile.patches)
-
-        t0 = time.perf_counter()
-        if cuda:
-            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            ev0.record()
-        pending: deque = deque()
-        try:
-            with torch.inference_mode(), precision_context(self.device, self.precision):
-                for tile, out in iter_tiles(self.G, ws, net, noise_seed, region=region,
-                                            patches_per_pass=self.patches_per_pass, apply_mask=apply_mask,
-                                            noise=noise, call=self._call):
-                    val = network_to_unit(out.float()).permute(0, 2, 3, 1).contiguous()
-                    if not cuda:
-                        deliver(tile, val)
-                        continue
-                    host = val.to("cpu", non_blocking=True)  # asynchronous copy, overlapping the next tile
-                    event = torch.cuda.Event()
-                    event.record()
-                    pending.append((tile, host, event))
-                    while len(pending) > 1:
-                        tl, hs, evt = pending.popleft()
-                        evt.synchronize()
-                        deliver(tl, hs)
-            while pending:
-                tl, hs, evt = pending.popleft()
-                evt.synchronize()
-                deliver(tl, hs)
-        finally:
-            if bar is not None:
-                bar.close()
-        stats = {"patch_evaluations": float(sum(t.patches for t in tiles) * len(net)),
-                 "forward_passes": float(len(tiles))}
-        if cuda:
-            ev1.record()
-            ev1.synchronize()
-            stats["gpu_s"] = ev0.elapsed_time(ev1) / 1000.0
-        stats["synthesis_s"] = time.perf_counter() - t0
-        return arrays, stats
 
     # ----------------------------------------------------------------------------------------- files
     def write(

@@ -10,7 +10,10 @@ neighbouring patches compute identical values where they overlap: seamless by co
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from .errors import UsageError
 
 PE_MARGIN = 5
 """Per-side margin of the level-0 positional-encoding crop (two 3x3 convs + OUT_MARGIN)."""
@@ -73,11 +76,20 @@ def pe_map_size(canvas_h: int, canvas_w: int, patch: int) -> tuple[int, int]:
     return h0 + 2 * PE_MARGIN, w0 + 2 * PE_MARGIN
 
 
+def level_step(patch: int, level: int) -> int:
+    """Canvas pixels per sample of synthesis `level` (1 at the last level, `level0_unit` at level 0)."""
+    return 1 << (num_levels(patch) - 1 - level)
+
+
 def level_window(start, size, patch: int, level: int, margin: int):
     """Global start and length, at `level`, of the samples that cover canvas pixels [start, start + size)
     plus `margin` per side. Works on ints and on integer tensors (one window per sample)."""
-    step = 1 << (num_levels(patch) - 1 - level)
+    step = level_step(patch, level)
     return start // step - margin, size // step + 2 * margin
+
+
+class RegionError(UsageError):
+    """A canvas region synthesis can not compute: empty, off the level-0 grid, or outside the canvas."""
 
 
 @dataclass(frozen=True)
@@ -89,17 +101,69 @@ class Region:
     height: int
     width: int
 
+    def __iter__(self) -> Iterator[int]:
+        """(top, left, height, width), so that a Region unpacks like the tuple it replaces."""
+        return iter((self.top, self.left, self.height, self.width))
+
     def level0(self, patch: int) -> "Region":
         """The positional-encoding crop (level-0 pixels, margin included) that synthesises this region."""
-        unit = level0_unit(patch)
-        for name, value in (("top", self.top), ("left", self.left), ("height", self.height), ("width", self.width)):
-            if value % unit:
-                raise ValueError(f"region {name}={value} must be a multiple of {unit} for patch size {patch}")
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"region must be non-empty, got {self.height}x{self.width}")
+        check_regions(patch, self.height, self.width, [self.top], [self.left])
         top, height = level_window(self.top, self.height, patch, 0, PE_MARGIN)
         left, width = level_window(self.left, self.width, patch, 0, PE_MARGIN)
         return Region(top, left, height, width)
+
+
+def check_regions(patch: int, height: int, width: int, tops=(), lefts=(),
+                  canvas: tuple[int, int] | None = None) -> None:
+    """Raise `RegionError` unless regions of height × width at (tops, lefts) are non-empty, on the level-0
+    grid and (with `canvas`) inside it: the one rule for every region that enters synthesis.
+
+    Call it where offsets enter, with host values (ints, or CPU tensors: checking device tensors would
+    wait for the device); the synthesis itself does not check offsets."""
+    unit = level0_unit(patch)
+    tops, lefts = _host_ints(tops), _host_ints(lefts)
+    def where() -> str:
+        return f"{height}x{width} at tops {tops}, lefts {lefts}"
+
+    if height <= 0 or width <= 0:
+        raise RegionError(f"region {where()} is empty")
+    if canvas is not None and (any(t < 0 or t + height > canvas[0] for t in tops)
+                               or any(v < 0 or v + width > canvas[1] for v in lefts)):
+        raise RegionError(f"region {where()} lies outside the canvas {canvas[0]}x{canvas[1]} (height x width)")
+    if height % unit or width % unit or any(v % unit for v in tops + lefts):
+        raise RegionError(f"region {where()} must be aligned to multiples of {unit} pixels for patch size {patch}")
+
+
+def check_region(region: Sequence[int] | Region | None, canvas: tuple[int, int], patch: int) -> Region:
+    """A (top, left, height, width) region of the canvas, or None for the whole canvas, checked."""
+    if region is None:
+        return Region(0, 0, canvas[0], canvas[1])
+    try:
+        top, left, height, width = (int(v) for v in region)
+    except (TypeError, ValueError):
+        raise RegionError(f"region must be (top, left, height, width), got {region!r}") from None
+    check_regions(patch, height, width, [top], [left], canvas)
+    return Region(top, left, height, width)
+
+
+def _host_ints(values) -> list[int]:
+    flat = values.flatten().tolist() if hasattr(values, "flatten") else values
+    return [int(v) for v in flat]
+
+
+def tiles(region: Sequence[int] | Region, height: int, width: int) -> list[Region]:
+    """Row-major tiles of at most height × width covering `region` once (the last row and column
+    clipped): the one tiler of generation, previews, inversion and evaluation."""
+    top, left, rh, rw = region
+    if height < 1 or width < 1:
+        raise RegionError(f"tiles must be non-empty, got {height}x{width}")
+    return [Region(y, x, min(height, top + rh - y), min(width, left + rw - x))
+            for y in range(top, top + rh, height) for x in range(left, left + rw, width)]
+
+
+def windows(height: int, width: int, win_h: int, win_w: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners, row-major, of the win_h × win_w windows at `stride` that fit in height × width."""
+    return [(top, left) for top in range(0, height - win_h + 1, stride) for left in range(0, width - win_w + 1, stride)]
 
 
 def patch_grid(canvas_h: int, canvas_w: int, patch: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -113,8 +177,4 @@ def patch_grid(canvas_h: int, canvas_w: int, patch: int, stride: int | None = No
         raise ValueError(f"stride {stride} must be a positive multiple of {level0_unit(patch)}")
     if canvas_h < patch or canvas_w < patch or (canvas_h - patch) % stride or (canvas_w - patch) % stride:
         raise ValueError(f"canvas {canvas_w}x{canvas_h} is not tiled by patch {patch} at stride {stride}")
-    return [
-        (top, left)
-        for top in range(0, canvas_h - patch + 1, stride)
-        for left in range(0, canvas_w - patch + 1, stride)
-    ]
+    return windows(canvas_h, canvas_w, patch, patch, stride)

@@ -88,14 +88,34 @@ class ExplicitNoise(nn.Module):
         self.maps = nn.ParameterList(maps)
 
     def sample(self, layer: int, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        lay, full = self.layouts[layer], self.maps[layer]
+        return MapNoise(list(self.maps), self.layouts).sample(layer, tops, lefts, height, width)
+
+    def crops(self, slices: list[tuple[slice, slice]]) -> "MapNoise":
+        """Copies (autograd leaves) of each map's `slices` as a noise source: what an optimisation step
+        reads and updates instead of the whole maps (`crop.maps[i].grad` after a backward pass)."""
+        crops = [p.detach()[:, :, ys, xs].clone().requires_grad_(True) for p, (ys, xs) in zip(self.maps, slices)]
+        return MapNoise(crops, self.layouts, [(ys.start or 0, xs.start or 0) for ys, xs in slices])
+
+
+class MapNoise:
+    """Noise read from stored per-layer maps: map i's row/column 0 holds global row/column
+    offsets[i] − margin of layer i (offsets 0: maps covering the layer's whole extent)."""
+
+    def __init__(self, maps: list[torch.Tensor], layouts: list[NoiseLayout],
+                 offsets: list[tuple[int, int]] | None = None) -> None:
+        self.maps, self.layouts = maps, layouts
+        self.offsets = offsets if offsets is not None else [(0, 0)] * len(maps)
+
+    def sample(self, layer: int, tops: torch.Tensor, lefts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        lay, full, (oy, ox) = self.layouts[layer], self.maps[layer], self.offsets[layer]
         crops = []
         for top, left in zip(tops.tolist(), lefts.tolist()):
-            y, x = top + lay.margin, left + lay.margin
+            y, x = top + lay.margin - oy, left + lay.margin - ox
             if y < 0 or x < 0 or y + height > full.shape[2] or x + width > full.shape[3]:
                 raise ValueError(
                     f"noise layer {layer}: region rows {top}..{top + height}, cols {left}..{left + width} "
-                    f"lies outside the explicit noise maps (canvas {lay.height}x{lay.width} + margin {lay.margin})"
+                    f"lies outside the stored noise maps (canvas {lay.height}x{lay.width} + margin {lay.margin}"
+                    f"{'' if (oy, ox) == (0, 0) else f', a crop at {oy}, {ox}'})"
                 )
             crops.append(full[:, :, y : y + height, x : x + width])
         return torch.cat(crops, dim=0)

@@ -253,19 +253,13 @@ def test_adaptive_p_reduce_and_state_dict():
     assert frozen.p == 0.0
 
 
-def test_determinism_and_rng_state():
+def test_determinism():
     x = _images()
     aug = Augment(ONLY["all"], P)
     y1 = aug(x, 0.7, torch.Generator().manual_seed(11))
     y2 = aug(x, 0.7, torch.Generator().manual_seed(11))
     assert torch.equal(y1, y2)
     assert not torch.equal(y1, aug(x, 0.7, torch.Generator().manual_seed(12)))
-    # module-held generator with checkpointable state
-    held = Augment(ONLY["all"], P, seed=5)
-    state = held.get_rng_state()
-    a1, a2 = held(x, 0.5), held(x, 0.5)
-    held.set_rng_state(state)
-    assert torch.equal(held(x, 0.5), a1) and torch.equal(held(x, 0.5), a2)
     # consumption of the generator does not depend on p
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     aug(x, 0.0, g1)

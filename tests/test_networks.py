@@ -24,10 +24,8 @@ PAPER_GEOMETRY_SMALL = dataclasses.replace(
 )
 
 
-# Every location option at once: oriented encoding, learned input map, learned layout image.
-TINY_LEARNED_LAYOUT = dataclasses.replace(
-    presets.get("tiny").model, pe_kind="oriented", pe_learned=True, layout_level=2, disc_pos_inject="both",
-)
+# Every location option at once: learned input map, D's location by input and by projection.
+TINY_LEARNED_LAYOUT = dataclasses.replace(presets.get("tiny").model, pe_learned=True, disc_pos_inject="both")
 
 
 def _stitched(G, ws, modality, top, left, k, noise_seed=0, noise=None):
@@ -58,8 +56,8 @@ def test_region_equals_stitched_patches(config: ModelConfig, modality: str) -> N
 
 
 def test_learned_maps_are_seamless_at_the_canvas_corner_and_used() -> None:
-    """The learned input map and layout image are cropped by global position, also where a block starts
-    at the canvas origin (their crops reach outside the maps there), and they change the output."""
+    """The learned input map is cropped by global position, also where a block starts at the canvas
+    origin (its crops reach outside the map there), and it changes the output."""
     G, _ = build(TINY_LEARNED_LAYOUT, seed=3)
     randomise(G)
     G.eval()
@@ -69,7 +67,6 @@ def test_learned_maps_are_seamless_at_the_canvas_corner_and_used() -> None:
         block = G.synthesize(ws, "albedo", 0, 0, 2 * p, 2 * p, noise_seed=5)
         assert_roundoff_equal(block, _stitched(G, ws, "albedo", 0, 0, 2, noise_seed=5),
                               what="one pass vs stitched patches at the canvas corner")
-        G.layout_map.zero_()
         G.pe_map.zero_()
         assert (block - G.synthesize(ws, "albedo", 0, 0, 2 * p, 2 * p, noise_seed=5)).abs().max() > 1e-2
 

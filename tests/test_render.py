@@ -151,7 +151,7 @@ def test_egl_failure_names_the_packages(monkeypatch):
     def fail(*args, **kwargs):
         raise Exception("libEGL.so.1: cannot open shared object file")
 
-    monkeypatch.setattr(R, "_CONTEXT", None)
+    monkeypatch.setattr(R.gl, "_CONTEXT", None)
     monkeypatch.setattr(moderngl, "create_standalone_context", fail)
     with pytest.raises(R.RenderError, match="apt-get install libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri"):
         R.gl_context()

@@ -17,7 +17,6 @@ __all__ = [
     "PatchStore",
     "StoreError",
     "PrepareError",
-    "prepare_dataset",
     "synthesize_dataset",
     "training_locations",
     "inference_tiles",
@@ -31,10 +30,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """`prepare` and `synth` read and write image files: importing them (and OpenImageIO) waits until
     they are used, so training and generation never load the image libraries."""
-    if name in ("PrepareError", "prepare_dataset"):
-        from .prepare import PrepareError, prepare
+    if name == "PrepareError":
+        from .prepare import PrepareError
 
-        return {"PrepareError": PrepareError, "prepare_dataset": prepare}[name]
+        return PrepareError
     if name == "synthesize_dataset":
         from .synth import synthesize_dataset
 

@@ -43,7 +43,7 @@ from ..resample import resize
 from .scans import (Box, PrepareError, Scan, SubjectFiles, common_size, find_subjects, load_subject, parse_crop,
                     read_mask)
 from .staging import Staging, fingerprint, fingerprint_changes
-from .store import STORE_FORMAT, STORE_VERSION
+from .store import STORE_FORMAT, STORE_VERSION, to_stored
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ def _preview_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def _quantise(x: np.ndarray, *, consume: bool = False) -> np.ndarray:
-    """[0, 1] → uint16; ``consume`` works in ``x`` itself (an 8K subject's colours are 400 MB as float32)."""
-    y = np.clip(x, 0.0, 1.0, out=x if consume else None)
-    y *= 65535.0
-    np.rint(y, out=y)
-    return y.astype(np.uint16)
 
 
 @dataclass(frozen=True)
@@ -131,8 +125,8 @@ def _write_step(job: _Job, i: int) -> tuple[list[str], tuple[float, float] | Non
     colour = np.concatenate([albedo, specular[..., None]], axis=2, dtype=np.float32)
     del albedo, specular
     colour[vis == 0] = 0.5
-    _put(staging, "preview.npy", i, np.s_[:, :, :4], _quantise(resize(colour, *job.preview)))
-    _put(staging, "textures.npy", i, np.s_[:, :, :4], _quantise(colour, consume=True))
+    _put(staging, "preview.npy", i, np.s_[:, :, :4], to_stored(resize(colour, *job.preview)))
+    _put(staging, "textures.npy", i, np.s_[:, :, :4], to_stored(colour, consume=True))
     return [], (lo, hi)
 
 
@@ -146,9 +140,9 @@ def _finalise_step(job: _Job, i: int, ranges: list[list[float]], scale: float) -
     disp = 0.5 + (np.asarray(heights[i]) - centre) / scale
     del heights
     disp[vis == 0] = 0.5
-    preview = _quantise(resize(disp[..., None], *job.preview))[..., 0]
+    preview = to_stored(resize(disp[..., None], *job.preview))[..., 0]
     _put(staging, "preview.npy", i, np.s_[:, :, 4], preview)
-    _put(staging, "textures.npy", i, np.s_[:, :, 4], _quantise(disp, consume=True))
+    _put(staging, "textures.npy", i, np.s_[:, :, 4], to_stored(disp, consume=True))
 
 
 def _put(staging: Staging, name: str, i: int, where: tuple, values: np.ndarray) -> None:
@@ -257,14 +251,7 @@ def prepare(
     that are unchanged since; anything else is kept and listed.
     """
     src, out = Path(src), Path(out).resolve()  # '.', '..' and a symlinked OUT: the folder itself
-    if normal_convention not in maps.CONVENTIONS:
-        raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
-    lo, hi = DISPLACEMENT_HEIGHT
-    if not (math.isfinite(displacement_height) and lo <= displacement_height <= hi):
-        raise PrepareError([f"--displacement-height must be a number in [{lo:g}, {hi:g}] canvas pixels per unit, "
-                            f"got {displacement_height}"])
-    if int(workers) < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    _check_options(normal_convention, displacement_height, workers)
     with writing("prepare"):
         return _prepare(src, out, crop=crop, mask=mask, flip=flip, normal_convention=normal_convention,
                         displacement_height=displacement_height, overwrite=overwrite, resume=resume, workers=workers,
@@ -303,18 +290,7 @@ def _prepare(src: Path, out: Path, *, crop: Sequence[int] | None, mask: str | os
                     mask_source = _mask_pass(staging, job, runner, mask_file, src)
                     _write_pass(staging, job, runner)
                     scale = _finalise_pass(staging, job, runner)
-                manifest = {
-                    "format": STORE_FORMAT, "version": STORE_VERSION,
-                    "canvas": {"height": canvas[0], "width": canvas[1]},
-                    "modalities": dict(MODALITY_CHANNELS), "subjects": job.names,
-                    "displacement_scale": float(scale), "normal_convention": normal_convention, "flip": bool(flip),
-                    "crop": list(box) if box else None, "mask": mask_source,
-                    "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
-                    "source": str(src.resolve()), "source_size": {"height": height, "width": width},
-                    "displacement_height": float(displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "gantlitz_version": __version__,
-                }
+                manifest = _manifest(job, src, (height, width), scale, flip=flip, mask_source=mask_source)
                 staging.drop_heights()
                 staging.record_store()
                 write_text(staging.store / "manifest.json", json.dumps(manifest, indent=2), overwrite=True)
@@ -330,6 +306,35 @@ def _prepare(src: Path, out: Path, *, crop: Sequence[int] | None, mask: str | os
             raise
         staging.remove()
     return out
+
+
+def _check_options(normal_convention: str, displacement_height: float, workers: int) -> None:
+    if normal_convention not in maps.CONVENTIONS:
+        raise PrepareError([f"--normal-convention must be one of {maps.CONVENTIONS}, got {normal_convention!r}"])
+    lo, hi = DISPLACEMENT_HEIGHT
+    if not (math.isfinite(displacement_height) and lo <= displacement_height <= hi):
+        raise PrepareError([f"--displacement-height must be a number in [{lo:g}, {hi:g}] canvas pixels per unit, "
+                            f"got {displacement_height}"])
+    if int(workers) < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+
+
+def _manifest(job: _Job, src: Path, source_size: tuple[int, int], scale: float, *, flip: bool,
+              mask_source: Any) -> dict[str, Any]:
+    """The dataset's manifest.json (docs/architecture.md, "Prepared dataset")."""
+    box, canvas = job.box, job.canvas
+    return {
+        "format": STORE_FORMAT, "version": STORE_VERSION,
+        "canvas": {"height": canvas[0], "width": canvas[1]},
+        "modalities": dict(MODALITY_CHANNELS), "subjects": job.names,
+        "displacement_scale": float(scale), "normal_convention": job.convention, "flip": bool(flip),
+        "crop": list(box) if box else None, "mask": mask_source,
+        "preview": dict(zip(("height", "width"), job.preview)), "dtype": "uint16",
+        "source": str(src.resolve()), "source_size": {"height": source_size[0], "width": source_size[1]},
+        "displacement_height": float(job.displacement_height), "canvas_multiple": CANVAS_MULTIPLE,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gantlitz_version": __version__,
+    }
 
 
 def _canvas(box: Box | None, height: int, width: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import geometry
 from ..config import DATA_CHANNELS
-from .store import PatchStore
+from .store import PatchStore, bits_to_network
 
 __all__ = [
     "training_locations",
@@ -215,8 +215,7 @@ class PatchDataset(Dataset):
 def raw_to_network(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """A raw batch ((B, P, P, 5) int16 bits of uint16, (B, P, P) uint8 masks) → (B, 5, P, P) float32 in
     [-1, 1], masked: exactly what `PatchStore.read_patch` returns, computed on the tensors' device."""
-    x = images.to(torch.int32).bitwise_and_(0xFFFF).to(torch.float32)
-    x = x.permute(0, 3, 1, 2).mul_(2.0 / 65535.0).sub_(1.0)
+    x = bits_to_network(images).permute(0, 3, 1, 2)
     return (x * masks[:, None].to(torch.float32)).contiguous()
 
 

@@ -19,7 +19,7 @@ from ..config import DATA_CHANNELS, MODALITY_CHANNELS
 from ..errors import GantlitzError
 from ..resample import resize
 
-__all__ = ["StoreError", "PatchStore", "to_network", "STORE_FORMAT", "STORE_VERSION"]
+__all__ = ["StoreError", "PatchStore", "to_stored", "to_network", "bits_to_network", "STORE_SCALE", "STORE_FORMAT", "STORE_VERSION"]
 
 STORE_FORMAT = "gantlitz-dataset"
 STORE_VERSION = 1
@@ -30,9 +30,34 @@ class StoreError(GantlitzError, ValueError):
     """A missing, incomplete or corrupt prepared dataset; the message names the file."""
 
 
-def to_network(values: np.ndarray) -> np.ndarray:
-    """Stored uint16 → float32 network space [-1, 1]."""
-    return values.astype(np.float32) * np.float32(2.0 / 65535.0) - np.float32(1.0)
+STORE_SCALE = 2.0 / 65535.0
+"""The store's codec: value v in [0, 1] is stored as round(v · 65535); network space is u16 · STORE_SCALE − 1."""
+
+
+def to_stored(x: np.ndarray, *, consume: bool = False) -> np.ndarray:
+    """[0, 1] → uint16 (round(v · 65535)); ``consume`` works in ``x`` itself (an 8K subject's colours are
+    400 MB as float32)."""
+    y = np.clip(x, 0.0, 1.0, out=x if consume else None)
+    y *= 65535.0
+    np.rint(y, out=y)
+    return y.astype(np.uint16)
+
+
+def to_network(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored uint16 → float32 network space [-1, 1] (into `out`, float32 of the same shape, when given)."""
+    if out is None:
+        out = np.empty(np.shape(values), np.float32)
+    np.multiply(values, np.float32(STORE_SCALE), out=out, casting="unsafe")
+    out -= np.float32(1.0)
+    return out
+
+
+def bits_to_network(bits: Any) -> Any:
+    """`to_network` for a torch tensor of int16 holding the uint16 bits (torch has no uint16 arithmetic),
+    computed on the tensor's device; the same float32 values."""
+    import torch
+
+    return bits.to(torch.int32).bitwise_and_(0xFFFF).to(torch.float32).mul_(STORE_SCALE).sub_(1.0)
 
 
 def _is_int(value: Any) -> bool:
@@ -199,9 +224,7 @@ class PatchStore:
             out = np.empty((DATA_CHANNELS, size, size), np.float32)
         elif out.shape != (DATA_CHANNELS, size, size) or out.dtype != np.float32:
             raise ValueError(f"out must be float32 {(DATA_CHANNELS, size, size)}, got {out.dtype} {out.shape}")
-        # One pass straight from the memory map: cast, scale and channel-first layout together.
-        np.multiply(raw.transpose(2, 0, 1), np.float32(2.0 / 65535.0), out=out, casting="unsafe")
-        out -= np.float32(1.0)
+        to_network(raw.transpose(2, 0, 1), out=out)  # one pass from the memory map: cast, scale, channels first
         m = self.mask[top : top + size, left : left + size]
         if not m.all():
             out *= self._mask_f[top : top + size, left : left + size]

@@ -17,6 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
@@ -276,17 +277,18 @@ _HAEMO = np.array([0.04, 0.42, 0.30], np.float32)
 _CAROTENE = np.array([0.0, 0.05, 0.30], np.float32)
 
 
-def synthesize_subject(layout: HeadLayout, seed: int, subject: int) -> dict[str, np.ndarray]:
-    """One subject: ``albedo`` (H x W x 3), ``specular`` (H x W x 1), ``displacement`` (H x W, canvas
-    pixels), ``normal`` (H x W x 3 image values in [0, 1], OpenGL), all float32, 0 / flat outside the mask."""
-    p = subject_params(seed, subject)
-    shape = layout.mask.shape
-    H, W = shape
-    k = min(H, W) / 512.0  # features are laid out relative to the 512 reference canvas
-    m = layout.mask.astype(np.float32)
-    rng = _rng(seed, subject, 1)
+class _SkinFields(NamedTuple):
+    hb: np.ndarray
+    mel: np.ndarray
+    pores: np.ndarray
+    wrinkles: np.ndarray
+    hair: np.ndarray
+    dots: np.ndarray
 
-    # --- chromophore fields -------------------------------------------------------------------
+
+def _skin_fields(layout: HeadLayout, p: SubjectParams, rng: np.random.Generator, k: float) -> _SkinFields:
+    """The chromophore, pore, wrinkle and hair fields of one subject (the first draws of its stream)."""
+    shape = layout.mask.shape
     blotch = _noise(rng, shape, 12 * k) * 0.6 + _noise(rng, shape, 3 * k) * 0.4
     hb = p.haemoglobin * (1.0 + 0.22 * p.blotch * blotch + 1.2 * layout.redness * (0.4 + p.lips))
     mel_var = _noise(rng, shape, 30 * k)
@@ -320,6 +322,20 @@ def synthesize_subject(layout: HeadLayout, seed: int, subject: int) -> dict[str,
         + layout.scalp * p.scalp_hair * (0.3 + 0.7 * dots),
         0, 1,
     )
+    return _SkinFields(hb, mel, pores, wrinkles, hair, dots)
+
+
+def synthesize_subject(layout: HeadLayout, seed: int, subject: int) -> dict[str, np.ndarray]:
+    """One subject: ``albedo`` (H x W x 3), ``specular`` (H x W x 1), ``displacement`` (H x W, canvas
+    pixels), ``normal`` (H x W x 3 image values in [0, 1], OpenGL), all float32, 0 / flat outside the mask."""
+    p = subject_params(seed, subject)
+    shape = layout.mask.shape
+    H, W = shape
+    k = min(H, W) / 512.0  # features are laid out relative to the 512 reference canvas
+    m = layout.mask.astype(np.float32)
+    rng = _rng(seed, subject, 1)
+    f = _skin_fields(layout, p, rng, k)
+    hb, mel, pores, wrinkles, hair, dots = f.hb, f.mel, f.pores, f.wrinkles, f.hair, f.dots
 
     # --- albedo ----------------------------------------------------------------------------------
     base = np.array([0.86, 0.74, 0.66], np.float32)

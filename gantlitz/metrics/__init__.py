@@ -1,4 +1,4 @@
-"""Evaluation metrics: KID over random splits, feature extractors, power spectra and figures (SPEC §9)."""
+"""Evaluation metrics: KID over random splits, feature extractors, power spectra and figures (paper §5.5–5.6; docs/evaluation.md)."""
 
 from .features import (
     EXTRACTORS,

@@ -2,29 +2,20 @@
 
 One forward pass synthesises any pixel-aligned canvas region (one patch, or k×k patches at once); because
 every layer is padding-free and every sample (features, noise, mask) is tied to its global canvas position,
-stitched patches equal a single pass over the whole region (SPEC §3–4).
+stitched patches equal a single pass over the whole region (paper §4.4, Table 1; `gantlitz.geometry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from ..config import MODALITIES, MODALITY_CHANNELS, ModelConfig
+from ..config import CHANNEL_SLICES, MODALITIES, MODALITY_CHANNELS, ModelConfig, keep_channels
 from ..encodings import generator_input, generator_periods
-from ..geometry import CONV_MARGINS, OUT_MARGIN, PE_MARGIN, canvas_level0, level0_unit, level_window
+from ..geometry import CONV_MARGINS, OUT_MARGIN, PE_MARGIN, canvas_level0, check_regions, level_window
 from ..noise import HashNoise, NoiseLayout, NoiseSource
 from .layers import StyleLayer, ToRGB, upsample2
 from .mapping import MappingNetwork
-
-CHANNEL_SLICES: dict[str, slice] = {}
-_start = 0
-for _name in MODALITIES:
-    CHANNEL_SLICES[_name] = slice(_start, _start + MODALITY_CHANNELS[_name])
-    _start += MODALITY_CHANNELS[_name]
-
 
 def modality_index(modality: str | int) -> int:
     """Index of a modality given by name or index."""
@@ -35,26 +26,6 @@ def modality_index(modality: str | int) -> int:
     if not 0 <= int(modality) < len(MODALITIES):
         raise ValueError(f"modality index {modality} out of range")
     return int(modality)
-
-
-def check_regions(
-    patch: int, height: int, width: int, tops: Sequence[int] | torch.Tensor = (), lefts: Sequence[int] | torch.Tensor = ()
-) -> None:
-    """Raise ValueError unless regions of height × width at (tops, lefts) lie on the level-0 grid.
-
-    Call it where offsets enter, with host values (ints, or CPU tensors: checking device tensors would
-    wait for the device); the synthesis itself does not check offsets."""
-    unit = level0_unit(patch)
-    tops, lefts = _host_ints(tops), _host_ints(lefts)
-    if height <= 0 or width <= 0 or height % unit or width % unit or any(v % unit for v in tops + lefts):
-        raise ValueError(
-            f"regions must be non-empty and aligned to {unit}-pixel multiples for patch size {patch} "
-            f"(got {height}x{width} at tops {tops}, lefts {lefts})"
-        )
-
-
-def _host_ints(values: Sequence[int] | torch.Tensor) -> list[int]:
-    return [int(v) for v in (values.flatten().tolist() if isinstance(values, torch.Tensor) else values)]
 
 
 def _selection(
@@ -132,12 +103,6 @@ class Generator(nn.Module):
         if cfg.pe_learned:
             h0, w0 = canvas_level0(*self.canvas, self.patch_size)
             self.pe_map = nn.Parameter(torch.zeros(cfg.pe_channels, h0 + 2 * PE_MARGIN, w0 + 2 * PE_MARGIN))
-        self.layout_map = None
-        if cfg.layout_level is not None:
-            h0, w0 = canvas_level0(*self.canvas, self.patch_size)
-            maps = len(MODALITIES) if cfg.dual_style else 1
-            self.layout_map = nn.Parameter(torch.zeros(maps, cfg.out_channels, h0 << cfg.layout_level,
-                                                       w0 << cfg.layout_level))
         if mask is None:
             mask = torch.ones(self.canvas, dtype=torch.uint8)
         if tuple(mask.shape) != self.canvas:
@@ -166,15 +131,6 @@ class Generator(nn.Module):
         ]
 
     # --------------------------------------------------------------------------------------- synthesis
-    def _layout_crop(self, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor, height: int,
-                     width: int) -> torch.Tensor:
-        """The learned layout image of each sample's modality over its toRGB window at `cfg.layout_level`."""
-        lvl = self.cfg.layout_level
-        w_tops, h = level_window(tops, height, self.patch_size, lvl, OUT_MARGIN)
-        w_lefts, w = level_window(lefts, width, self.patch_size, lvl, OUT_MARGIN)
-        maps = self.layout_map[0] if modality is None else self.layout_map[modality]
-        return canvas_crop(maps, w_tops, w_lefts, h, w)
-
     def _run(
         self, ws: torch.Tensor, modality: torch.Tensor | None, tops: torch.Tensor, lefts: torch.Tensor,
         height: int, width: int, noise: NoiseSource, last: int | None = None,
@@ -189,7 +145,7 @@ class Generator(nn.Module):
         (pe_tops, pe_h), (pe_lefts, pe_w) = (
             level_window(tops, height, p, 0, PE_MARGIN), level_window(lefts, width, p, 0, PE_MARGIN)
         )
-        x = generator_input(pe_tops, pe_lefts, pe_h, pe_w, self.pe_periods, self.cfg.pe_kind).to(ws.dtype)
+        x = generator_input(pe_tops, pe_lefts, pe_h, pe_w, self.pe_periods).to(ws.dtype)
         if self.pe_map is not None:  # the map starts PE_MARGIN level-0 pixels before the canvas
             x = x + canvas_crop(self.pe_map, pe_tops + PE_MARGIN, pe_lefts + PE_MARGIN, pe_h, pe_w).to(ws.dtype)
         embed = None if self.embeddings is None else self.embeddings[modality].to(ws.dtype)
@@ -203,8 +159,6 @@ class Generator(nn.Module):
                 n = noise.sample(2 * lvl + j, n_tops, n_lefts, n_h, n_w)
                 x = conv(x, ws[:, 2 * lvl + j], embed, n)
             y = level.torgb(x, ws[:, 2 * lvl + 2], embed)
-            if lvl == self.cfg.layout_level:
-                y = y + self._layout_crop(modality, tops, lefts, height, width).to(y.dtype)
             rgb = y if rgb is None else upsample2(rgb)[:, :, 2:-2, 2:-2] + y
         m = OUT_MARGIN
         return rgb[:, :, m:-m, m:-m]
@@ -244,8 +198,7 @@ class Generator(nn.Module):
             src = noise if noise is not None else HashNoise(noise_seeds)
             out = self._run(ws, None, tops, lefts, height, width, src, level)
             if keep is not None:
-                chan = torch.cat([keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], 1)
-                out = out * chan[:, :, None, None].to(out.dtype)
+                out = out * keep_channels(keep)[:, :, None, None].to(out.dtype)
         else:
             sample, mod = _selection(keep, b, kept, ws.device)
             src = noise if noise is not None else HashNoise(noise_seeds[sample])

@@ -1,4 +1,4 @@
-"""Training (SPEC §6–7): augmentation, losses, the loop, data parallelism, monitoring.
+"""Training (paper §4.2, §4.4.5; docs/training.md): augmentation, losses, the loop, data parallelism, monitoring.
 
     from gantlitz.train import train
     result = train("DS", "runs/s", "gantlitz-s", overrides={"train.batch": 3}, steps=100_000)

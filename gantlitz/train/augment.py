@@ -1,4 +1,4 @@
-"""Discriminator augmentation (SPEC §6, paper §4.2): ADA subset, mid-band filter, modality dropout, adaptive p.
+"""Discriminator augmentation (paper §4.2; docs/training.md): ADA subset, mid-band filter, modality dropout, adaptive p.
 
 Applied identically to real and fake batches of (B, 5, P, P) patches in network space [-1, 1] (albedo
 RGB 0:3, specular 3:4, displacement 4:5), after masking and before the discriminator. D concatenates its
@@ -48,8 +48,8 @@ discriminator's actual input (detach the augmented reals, `requires_grad_()`, th
 backward through `grid_sample` is needed (CUDA's `grid_sample` has none in torch 2.11); this module only
 needs to be differentiable once, for the generator loss through the fake augmentation.
 
-**Determinism.** All randomness comes from one `torch.Generator`: the one passed to `forward`, or the
-module's own CPU generator (`Augment(..., seed=s)`, `get_rng_state` / `set_rng_state` for checkpoints).
+**Determinism.** All randomness comes from the `torch.Generator` passed to `forward` (the trainer's
+random streams, `train.state.step_generator`; the module holds no random state of its own).
 Parameters and the noise field are drawn on the generator's device (the trainer passes one on the
 images' device) and moved to the images' device. A call consumes the same amount of the generator
 whatever p is, so a resumed run (same generator state, same p) reproduces the same augmentations.
@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantlitz.config import MODALITIES, MODALITY_CHANNELS, AugmentConfig
+from gantlitz.config import MODALITIES, AugmentConfig, keep_channels
 
 __all__ = [
     "Augment",
@@ -189,9 +189,7 @@ def sample_modality_keep(
 
 def drop_modalities(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Zero the channels of the modalities with keep == False: images (B, 5, H, W), keep (B, 3) bool."""
-    chan = torch.cat(
-        [keep[:, i : i + 1].expand(-1, MODALITY_CHANNELS[n]) for i, n in enumerate(MODALITIES)], dim=1
-    )
+    chan = keep_channels(keep)
     if chan.shape[1] != images.shape[1]:
         raise ValueError(f"expected {chan.shape[1]} channels, got {tuple(images.shape)}")
     return images * chan.to(device=images.device, dtype=images.dtype)[:, :, None, None]
@@ -225,7 +223,7 @@ class Augment(nn.Module):
     otherwise fires with `cfg.midband_p`. Strengths and mid-band widths come from the `AugmentConfig`.
     """
 
-    def __init__(self, cfg: AugmentConfig | None = None, patch_size: int = 512, *, seed: int = 0) -> None:
+    def __init__(self, cfg: AugmentConfig | None = None, patch_size: int = 512) -> None:
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else AugmentConfig()
         self.patch_size = int(patch_size)
@@ -239,18 +237,6 @@ class Augment(nn.Module):
                 f"mid-band widths need 0 < sigma_min and 1 < ratio_min <= min(ratio_max, sigma_max/sigma_min); "
                 f"got sigma_min={cfg.sigma_min}, sigma_max={self.sigma_max}, ratio=[{cfg.ratio_min}, {cfg.ratio_max}]"
             )
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    # -- RNG state for checkpoints -------------------------------------------------------------------
-
-    def seed(self, seed: int) -> None:
-        self.generator.manual_seed(int(seed))
-
-    def get_rng_state(self) -> torch.Tensor:
-        return self.generator.get_state()
-
-    def set_rng_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
 
     def extra_repr(self) -> str:
         return f"enabled={self.cfg.enabled}, patch_size={self.patch_size}, midband_p={self.cfg.midband_p}, " \
@@ -258,13 +244,13 @@ class Augment(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------
 
-    def draw(self, images: torch.Tensor, generator: torch.Generator | None = None) -> AugmentDraw:
+    def draw(self, images: torch.Tensor, generator: torch.Generator) -> AugmentDraw:
         """The random numbers of one call, drawn on the generator's device and moved to the images'.
 
         The consumption of the generator depends only on the batch shape and the configuration, never on
         p, so a resumed run (same generator state, same p) reproduces the same augmentations. A generator
         on the images' device avoids any host involvement."""
-        gen = generator if generator is not None else self.generator
+        gen = generator
         b = images.shape[0]
         dev, dt = images.device, _compute_dtype(images)
         uniform = torch.rand(b, 13, generator=gen, device=gen.device, dtype=torch.float64)
@@ -320,11 +306,14 @@ class Augment(nn.Module):
 
     def forward(self, images: torch.Tensor, p: float | torch.Tensor, generator: torch.Generator | None = None,
                 draw: AugmentDraw | None = None) -> torch.Tensor:
-        """`draw` (e.g. rows of a whole batch's draw) replaces drawing from `generator`."""
+        """`draw` (e.g. rows of a whole batch's draw) replaces drawing from `generator`; one of them is needed
+        unless augmentation is off."""
         if not self.cfg.enabled:
             return images
         if images.ndim != 4:
             raise ValueError(f"expected (B, C, H, W), got {tuple(images.shape)}")
+        if generator is None and draw is None:
+            raise ValueError("Augment needs a torch.Generator (or a draw): it holds no random state of its own")
         return self.apply(images, self.draw(images, generator) if draw is None else draw, p)
 
 

@@ -32,7 +32,7 @@ from ..config import MODALITIES, ConfigError, Preset, parse_overrides, to_dict
 from ..data.store import PatchStore, StoreError
 from ..device import configure_backends, precision_context
 from ..errors import UsageError
-from ..nn.generator import check_regions
+from ..geometry import check_regions
 from . import distributed, losses, objectives
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep
 from .run import Resumable, RunDirectory, check_dataset, history_entry, versions

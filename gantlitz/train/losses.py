@@ -1,4 +1,4 @@
-"""GAN objectives and schedules of SPEC §7 (paper §4.4.5).
+"""GAN objectives and schedules (paper §4.4.5; docs/training.md).
 
 - Non-saturating logistic loss (StyleGAN2): G minimises softplus(−D(G(z))); D minimises
   softplus(D(G(z))) + softplus(−D(x)).

@@ -20,8 +20,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..config import MODALITIES, MODALITY_CHANNELS
+from ..config import DATA_CHANNELS, split_channels
 from ..data.sampling import training_locations
+from ..geometry import tiles
 from ..resample import block_mean, network_to_unit, to_uint8
 from .state import Purpose, step_generator
 
@@ -44,12 +45,10 @@ def memory_gb(device: torch.device) -> float:
 
 def to_display(images: torch.Tensor) -> list[torch.Tensor]:
     """(B, 5, h, w) network space → one (B, 3, h, w) tensor in [0, 1] per modality (1-channel maps grey)."""
-    out, start = [], 0
-    for name in MODALITIES:
-        c = MODALITY_CHANNELS[name]
-        part = images[:, start : start + c].float()
-        start += c
-        if c == 1:
+    out = []
+    for part in split_channels(images, 1).values():
+        part = part.float()
+        if part.shape[1] == 1:
             part = part.expand(-1, 3, -1, -1)
         out.append(network_to_unit(part).clamp(0.0, 1.0))
     return out
@@ -91,18 +90,15 @@ def texture_preview(G, ws: torch.Tensor, noise_seed: int, long_side: int = 512, 
     factor = 1
     while max(h, w) // factor > long_side and (tile % (factor * 2) == 0):
         factor *= 2
-    out = torch.zeros(5, h // factor, w // factor)
-    tops = range(0, h, tile)
-    lefts = range(0, w, tile)
+    out = torch.zeros(DATA_CHANNELS, h // factor, w // factor)
     seeds = torch.tensor([noise_seed], device=ws.device)
-    for top in tops:
-        for left in lefts:
-            t = torch.tensor([top], device=ws.device)
-            l_ = torch.tensor([left], device=ws.device)
-            region = G(ws[:1], t, l_, seeds, height=tile, width=tile)[0].float()
-            if factor > 1:
-                region = block_mean(region[None], factor)[0]
-            out[:, top // factor : (top + tile) // factor, left // factor : (left + tile) // factor] = region.cpu()
+    for top, left, th, tw in tiles((0, 0, h, w), tile, tile):
+        t = torch.tensor([top], device=ws.device)
+        l_ = torch.tensor([left], device=ws.device)
+        region = G(ws[:1], t, l_, seeds, height=th, width=tw)[0].float()
+        if factor > 1:
+            region = block_mean(region[None], factor)[0]
+        out[:, top // factor : (top + th) // factor, left // factor : (left + tw) // factor] = region.cpu()
     return out
 
 

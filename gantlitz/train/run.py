@@ -42,8 +42,8 @@ from ..outputs import (LOCK_NAME, FolderLock, check_apart, make_dirs, owned, rec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainError", "ConfigError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted",
-           "RunDirectory", "Resumable", "history_entry", "versions", "check_dataset", "dataset_identity"]
+__all__ = ["TrainError", "RunExistsError", "TrainingDiverged", "TrainingInterrupted", "RunDirectory", "Resumable",
+           "history_entry", "versions", "check_dataset", "dataset_identity"]
 
 COMMAND = "train"
 """The command name a run's files are recorded under."""
