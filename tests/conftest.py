@@ -79,3 +79,19 @@ def compile_backend() -> str:
         pytest.skip("torch.compile (Dynamo) is not supported on this Python/platform")
     torch._dynamo.reset()
     return os.environ.get("GANTLITZ_COMPILE_BACKEND", "aot_eager")
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A random small generator saved as a checkpoint (`helpers.small_checkpoint`), read-only."""
+    from helpers import small_checkpoint
+
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def model(ckpt):
+    """`ckpt` loaded as a `TextureModel`."""
+    import gantlitz
+
+    return gantlitz.load(ckpt)

@@ -33,20 +33,9 @@ from helpers import (
     SMALL_SCALE,
     assert_roundoff_equal,
     quantisation_bound,
-    small_checkpoint,
 )
 
 CANVAS, SCALE, PRESET = SMALL_CANVAS, SMALL_SCALE, SMALL_PRESET
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model(ckpt: Path) -> TextureModel:
-    return gantlitz.load(ckpt)
 
 
 @pytest.fixture(scope="module")

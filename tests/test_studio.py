@@ -31,24 +31,13 @@ from gantlitz.studio.cache import LRUCache
 from gantlitz.studio.params import Identity
 from gantlitz.studio.pyramid import Pyramid
 from gantlitz.studio.worker import Busy, Worker
-from helpers import (HALF_FLOAT_QUANTISATION, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, save_generator,
-                     small_checkpoint)
+from helpers import HALF_FLOAT_QUANTISATION, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, save_generator
 
 pytest.importorskip("starlette.testclient")
 from starlette.testclient import TestClient  # noqa: E402
 
 SEED, PSI = 3, 0.7
 TILE = "/api/tile?seed={seed}&truncation={psi}&modality={m}&level={level}&row={row}&col={col}"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_checkpoint(tmp_path_factory.mktemp("studio") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model(ckpt: Path) -> TextureModel:
-    return gantlitz.load(ckpt)
 
 
 @pytest.fixture(scope="module")
