@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from .errors import GantlitzError, UsageError
-from .geometry import level0_unit, level_step, num_levels
+from .geometry import level0_unit, level_canvas, num_levels
 
 MODALITIES: tuple[str, ...] = ("albedo", "specular", "displacement")
 """Modalities in the order of the stored channels (3 + 1 + 1)."""
@@ -686,8 +686,7 @@ def validate_preset(preset: Preset) -> None:
     levels = model.num_levels
     if not 0 <= cfg.whole_level < levels:
         raise ConfigError(f"train.whole_level={cfg.whole_level} must be a synthesis level 0..{levels - 1}")
-    step = level_step(model.patch_size, cfg.whole_level)
-    h, w = model.canvas_height // step, model.canvas_width // step
+    h, w = level_canvas(model.canvas_height, model.canvas_width, model.patch_size, cfg.whole_level)
     short = min(h, w)
     if short < 8 or short & (short - 1) or h % (short // 4) or w % (short // 4):
         raise ConfigError(

@@ -81,6 +81,12 @@ def level_step(patch: int, level: int) -> int:
     return 1 << (num_levels(patch) - 1 - level)
 
 
+def level_canvas(canvas_h: int, canvas_w: int, patch: int, level: int) -> tuple[int, int]:
+    """The whole canvas at synthesis `level`: (H, W) divided by `level_step`."""
+    step = level_step(patch, level)
+    return canvas_h // step, canvas_w // step
+
+
 def level_window(start, size, patch: int, level: int, margin: int):
     """Global start and length, at `level`, of the samples that cover canvas pixels [start, start + size)
     plus `margin` per side. Works on ints and on integer tensors (one window per sample)."""

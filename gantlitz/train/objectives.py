@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from ..config import MODALITIES, MODALITY_CHANNELS
+from ..geometry import level_canvas
 from ..nn.discriminator import Discriminator
+from ..nn.generator import canvas_crop
 from ..resample import block_mean
 from . import distributed, losses
 from .augment import Augment
@@ -239,7 +241,7 @@ class MomentMatch:
         group = min(t.mbstd_group, n)
         cells = fake.shape[-1] // c
         f = cell_means(fake.float(), c)
-        mu = _crops(self.data_means, tops // c, lefts // c, cells)
+        mu = canvas_crop(self.data_means, tops // c, lefts // c, cells, cells)
         keep = t.fake_keep(batch.step, batch.real.shape[0])
         kept = (torch.ones(n, len(MODALITIES), device=f.device) if keep is None
                 else keep[rows].to(f.device, torch.float32))[:, self.channel_modality]  # (n, 5)
@@ -259,22 +261,14 @@ def mean_matching(f: torch.Tensor, mu: torch.Tensor, kept: torch.Tensor, group: 
     return surrogate.mean()
 
 
-def _crops(maps: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, H, W) → (B, C, size, size) crops at per-sample cell offsets (all inside the map)."""
-    rows = (tops[:, None] + torch.arange(size, device=tops.device))[:, :, None]
-    cols = (lefts[:, None] + torch.arange(size, device=lefts.device))[:, None, :]
-    return maps[:, rows, cols].permute(1, 0, 2, 3)
-
-
 # --------------------------------------------------------------------------------------------------
 # The whole-canvas view
 # --------------------------------------------------------------------------------------------------
 
 
 def whole_size(model: Any, level: int) -> tuple[int, int]:
-    """The canvas at synthesis level `level`: (H, W) / 2^(levels − 1 − level)."""
-    shift = model.num_levels - 1 - level
-    return model.canvas_height >> shift, model.canvas_width >> shift
+    """The model's canvas at synthesis level `level`."""
+    return level_canvas(model.canvas_height, model.canvas_width, model.patch_size, level)
 
 
 class WholeCanvas:
