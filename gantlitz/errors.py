@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["GantlitzError", "UsageError", "InputError", "InputNotFoundError", "OutputError", "OutputExistsError",
+__all__ = ["GantlitzError", "UsageError", "ConfigError", "InputError", "InputNotFoundError", "OutputError", "OutputExistsError",
            "FolderLockedError"]
 
 
@@ -23,6 +23,10 @@ class UsageError(GantlitzError, ValueError):
     """An impossible argument value (a negative duration, a NaN truncation, an unknown device, ...)."""
 
     exit_code = 2
+
+
+class ConfigError(GantlitzError, ValueError):
+    """Bad preset / override / dataset combination."""
 
 
 class InputError(GantlitzError, ValueError):

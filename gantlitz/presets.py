@@ -9,8 +9,9 @@ import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
-from .config import (AugmentConfig, ConfigError, ModelConfig, Preset, TrainConfig, apply_overrides, validate,
+from .config import (AugmentConfig, ModelConfig, Preset, TrainConfig, apply_overrides, validate,
                      validate_preset)
+from .errors import ConfigError
 
 _L_MODEL = ModelConfig()
 _S_MODEL = dataclasses.replace(_L_MODEL, g_halve_last=(1, 1))  # paper §4.3.1: D keeps L's widths

@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import SMALL_CANVAS, SMALL_PRESET, assert_roundoff_equal, ellipse_mask, randomise
 
-from gantlitz.config import ConfigError, apply_overrides
+from gantlitz.config import apply_overrides
+from gantlitz.errors import ConfigError
 from gantlitz.networks import build
 from gantlitz.presets import resolve
 from gantlitz.train import objectives

@@ -18,7 +18,8 @@ from gantlitz.cli import main
 from gantlitz.train import losses
 from gantlitz.train import loop as train_loop
 from gantlitz.train.augment import AdaptiveP
-from gantlitz.config import ConfigError, apply_overrides, parse_overrides
+from gantlitz.config import apply_overrides, parse_overrides
+from gantlitz.errors import ConfigError
 from gantlitz.presets import resolve as resolve_preset
 from gantlitz.train.loop import train
 from gantlitz.train.run import RunExistsError, TrainingDiverged, TrainingInterrupted

@@ -67,7 +67,8 @@ def train_cmd(data: Path, out: Path, preset: str | None, batch, group_size, lr, 
       torchrun --nproc_per_node=4 -m gantlitz train --data DS --preset gantlitz-l --out runs/l
     Monitor with: tensorboard --logdir RUN/logs
     """
-    from ..config import ConfigError, parse_overrides
+    from ..config import parse_overrides
+    from ..errors import ConfigError
     from ..train.loop import train
 
     if steps is not None and kimg is not None:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from .. import checkpoint, networks, presets
-from ..config import MODALITIES, ConfigError, Preset, parse_overrides, to_dict
+from ..config import MODALITIES, Preset, parse_overrides, to_dict
 from ..data.store import PatchStore, StoreError
 from ..device import configure_backends, precision_context
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..geometry import check_regions
 from . import distributed, losses, objectives
 from .augment import AdaptiveP, Augment, drop_modalities, sample_modality_keep

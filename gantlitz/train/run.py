@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import checkpoint
-from ..config import ConfigError, preset_from_dict, validate
-from ..errors import GantlitzError
+from ..config import preset_from_dict, validate
+from ..errors import ConfigError, GantlitzError
 from ..outputs import (LOCK_NAME, FolderLock, check_apart, make_dirs, owned, record, remove_owned, remove_temporaries,
                        writing, write_json, write_text)
 
