@@ -269,6 +269,40 @@ def test_reconstruction_psnr_matches_definition() -> None:
     assert reconstruction_psnr(a, _low(a, 2), mask, 2) == float("inf")
 
 
+def test_cli_invert_settings_through_set(ckpt: Path, truth, tmp_path: Path) -> None:
+    """Every inversion setting is reachable by --set (coerced like a preset's); flags are shorthands; a
+    setting given twice, an unknown key or an out-of-range value is refused before anything is written."""
+    target = tmp_path / "albedo.png"
+    write_image(target, truth["albedo"])
+    out = tmp_path / "inv"
+    runner = CliRunner()
+    base = ["invert", str(ckpt), "--target", str(target), "--quiet", "--device", "cpu", "--format", "png16"]
+    r = runner.invoke(main, [*base, "--out", str(out), "--steps", "3,2", "--set", "l1_weight=2",
+                             "--set", "invert.region_patches=none", "--set", "lr_rampup=0"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert config == {**InversionConfig().to_dict(), "latent_steps": 3, "noise_steps": 2, "l1_weight": 2.0,
+                      "region_patches": None, "lr_rampup": 0.0}
+    refused = {
+        ("--set", "nope=1"): "latent_steps, noise_steps",
+        ("--steps", "3,2", "--set", "noise_steps=4"): "noise_steps is given twice: by --steps",
+        ("--set", "lr_latent=0"): "invert.lr_latent=0.0 must be > 0",
+        ("--set", "loss_scales=two"): "invert.loss_scales: expected an integer",
+        ("--set", "latent_steps=0", "--set", "noise_steps=0"): "nothing to do",
+    }
+    for extra, message in refused.items():
+        bad = tmp_path / "bad"
+        r = runner.invoke(main, [*base, "--out", str(bad), *extra])
+        assert r.exit_code != 0 and message in r.output, (extra, r.output)
+        assert not bad.exists(), extra
+
+
+def test_docs_list_every_inversion_setting() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "inversion.md").read_text()
+    missing = [f.name for f in dataclasses.fields(InversionConfig) if f"| `{f.name}` |" not in docs]
+    assert not missing, f"docs/inversion.md's settings table lacks {missing}"
+
+
 def test_cli_invert_regenerate_and_refusals(ckpt: Path, truth, tmp_path: Path) -> None:
     target = tmp_path / "albedo.png"
     write_image(target, truth["albedo"])

@@ -12,15 +12,17 @@ from .channels import (CHANNEL_MODALITY, CHANNEL_SLICES, DATA_CHANNELS, MODALITI
                        keep_channels, split_channels)
 from .fields import (AugmentConfig, DiscPos, DiscPosInject, ModelConfig, Preset, TrainConfig, preset_from_dict,
                      to_dict)
-from .overrides import apply_overrides, canonical_key, parse_overrides
-from .rules import (CANVAS_MAX, CHANNELS_MAX, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX, check_seed, check_truncation,
-                    validate, validate_augment, validate_model, validate_preset, validate_train)
+from .overrides import apply_overrides, canonical_key, override_fields, parse_overrides
+from .rules import (CANVAS_MAX, CHANNELS_MAX, SEED_MAX, SEEDS_MAX, TRUNCATION_MAX, FloatRanges, IntRanges, check_seed,
+                    check_truncation, field_problems, validate, validate_augment, validate_model, validate_preset,
+                    validate_train)
 
 __all__ = [
     "CHANNEL_MODALITY", "CHANNEL_SLICES", "DATA_CHANNELS", "MODALITIES", "MODALITY_CHANNELS", "channel_slices",
     "keep_channels", "split_channels",
     "AugmentConfig", "DiscPos", "DiscPosInject", "ModelConfig", "Preset", "TrainConfig", "preset_from_dict", "to_dict",
-    "apply_overrides", "canonical_key", "parse_overrides",
-    "CANVAS_MAX", "CHANNELS_MAX", "SEED_MAX", "SEEDS_MAX", "TRUNCATION_MAX", "check_seed", "check_truncation",
+    "apply_overrides", "canonical_key", "override_fields", "parse_overrides",
+    "CANVAS_MAX", "CHANNELS_MAX", "SEED_MAX", "SEEDS_MAX", "TRUNCATION_MAX", "FloatRanges", "IntRanges", "check_seed",
+    "check_truncation", "field_problems",
     "validate", "validate_augment", "validate_model", "validate_preset", "validate_train",
 ]

@@ -8,10 +8,12 @@ import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from ..errors import ConfigError
 from .fields import AugmentConfig, ModelConfig, Preset, TrainConfig
+
+T = TypeVar("T")
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "train.augment": AugmentConfig}
 _PRESET_FIELDS = {"global_res", "description"}
@@ -157,3 +159,20 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | Sequence[str]
         raise ConfigError(f"invalid override: {exc}") from None
     return dataclasses.replace(preset, model=model, train=train_cfg, **top)
 
+
+def override_fields(obj: T, overrides: Mapping[str, Any] | Sequence[str] | None, section: str) -> T:
+    """A flat settings dataclass (the inversion's, say) with `--set` overrides applied, by the same rules
+    as a preset's: keys are its field names, optionally prefixed `section.`; values are coerced to the field
+    types; an unknown key is a `ConfigError` listing the fields. The dataclass checks the result."""
+    if not overrides:
+        return obj
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(list(overrides))
+    hints, names = typing.get_type_hints(type(obj)), _field_names(type(obj))
+    changes: dict[str, Any] = {}
+    for raw_key, value in overrides.items():
+        key = raw_key.strip().removeprefix(f"{section}.")
+        if key not in names:
+            raise ConfigError(f"unknown setting {raw_key!r}; {section} has: {', '.join(names)}")
+        changes[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return dataclasses.replace(obj, **changes)

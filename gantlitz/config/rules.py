@@ -17,6 +17,11 @@ from ..errors import ConfigError, UsageError
 from ..geometry import level0_unit, level_canvas
 from .fields import AugmentConfig, ModelConfig, Preset, TrainConfig
 
+IntRanges = dict[str, tuple[int, int | None]]
+"""Closed ranges of integer fields by name (None: no upper bound)."""
+FloatRanges = dict[str, tuple[float, float, bool]]
+"""(low, high, low excluded) of float fields by name; every float must also be finite."""
+
 SEED_MAX = 2**32 - 1
 """Seeds are 32-bit: a larger one would repeat a smaller one (the generators hash 32 bits)."""
 SEEDS_MAX = 100_000
@@ -27,7 +32,7 @@ before anything is allocated."""
 CANVAS_MAX = 65536
 """Canvas sides beyond this are refused (a 64K x 64K canvas is already 20 GB per modality at uint16)."""
 
-_INT_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
+_INT_RANGES: dict[str, IntRanges] = {
     "model": {"z_dim": (1, CHANNELS_MAX), "w_dim": (1, CHANNELS_MAX), "mapping_layers": (1, 32),
               "embed_dim": (1, CHANNELS_MAX), "pe_channels": (1, CHANNELS_MAX), "channel_base": (1, 2**20),
               "channel_max": (1, CHANNELS_MAX), "d_channel_base": (1, 2**20), "d_channel_max": (1, CHANNELS_MAX),
@@ -40,7 +45,7 @@ _INT_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
 }
 """Closed ranges of the integer fields (None: no upper bound)."""
 
-_FLOAT_RANGES: dict[str, dict[str, tuple[float, float, bool]]] = {
+_FLOAT_RANGES: dict[str, FloatRanges] = {
     "model": {"pe_min_period": (2.0, math.inf, False), "disc_pos_scale": (0.0, math.inf, False),
               "conv_clamp": (0.0, math.inf, True)},
     "train": {"lr": (0.0, math.inf, True), "r1_gamma": (0.0, math.inf, False), "locate_weight": (0.0, math.inf, False),
@@ -96,10 +101,14 @@ def _type_problem(value: Any, tp: Any) -> bool:
     return not isinstance(value, tp)
 
 
-def _section_problems(obj: Any, section: str) -> list[str]:
-    """Every field of one section: its type, finiteness and range."""
+def field_problems(obj: Any, section: str, ints: IntRanges | None = None, floats: FloatRanges | None = None
+                   ) -> list[str]:
+    """Every field of one settings dataclass: its type, finiteness and range (closed integer ranges, None
+    meaning unbounded; float ranges as (low, high, low excluded)). The preset's sections use the ranges
+    below; other settings (the inversion's) pass their own."""
     hints, bad = typing.get_type_hints(type(obj)), []
-    ints, floats = _INT_RANGES.get(section, {}), _FLOAT_RANGES.get(section, {})
+    ints = _INT_RANGES.get(section, {}) if ints is None else ints
+    floats = _FLOAT_RANGES.get(section, {}) if floats is None else floats
     for f in dataclasses.fields(obj):
         value, key = getattr(obj, f.name), f"{section}.{f.name}"
         if dataclasses.is_dataclass(value):
@@ -157,17 +166,17 @@ def _raise(bad: list[str]) -> None:
 
 def validate_model(cfg: ModelConfig) -> None:
     """Refuse a model no network can have (before anything is built): types, ranges, the levels' rules."""
-    _raise(_section_problems(cfg, "model") or _model_rules(cfg))
+    _raise(field_problems(cfg, "model") or _model_rules(cfg))
 
 
 def validate_augment(cfg: AugmentConfig) -> None:
     """Refuse augmentation settings outside their ranges (probabilities in [0, 1], widths positive)."""
-    _raise(_section_problems(cfg, "train.augment"))
+    _raise(field_problems(cfg, "train.augment"))
 
 
 def validate_train(cfg: TrainConfig) -> None:
     """Refuse training settings no run can use (checked when a preset is resolved)."""
-    _raise(_section_problems(cfg, "train") + _section_problems(cfg.augment, "train.augment") or _train_rules(cfg))
+    _raise(field_problems(cfg, "train") + field_problems(cfg.augment, "train.augment") or _train_rules(cfg))
 
 
 def validate(preset: Preset) -> Preset:

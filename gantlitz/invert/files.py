@@ -136,7 +136,7 @@ def write_outputs(
     written["loss"] = plot_losses(result.losses, out / LOSS_PLOT_NAME, title=title)
     summary = {
         "modality": result.modality, "mode": result.mode, "factor": result.factor, "psnr_db": result.psnr,
-        "steps": [result.config.latent_steps, result.config.noise_steps],
+        "steps": [result.config.latent_steps, result.config.noise_steps], "config": result.config.to_dict(),
         "final_pixel_loss": None if not len(result.losses) else float(result.losses[-1, 2]),
         "checkpoint": result.extra.get("checkpoint"), "target": result.extra.get("target"),
         "files": sorted(p.name for p in written.values()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint as ckpt
-from ..config import MODALITIES
+from ..config import MODALITIES, SEED_MAX, FloatRanges, IntRanges, field_problems
 from ..generate import TextureModel, stream_maps
 from ..nn.generator import Generator
 from ..noise import ExplicitNoise
@@ -25,6 +26,18 @@ log = logging.getLogger(__name__)
 STATE_KIND = "gantlitz-inversion-state"
 LATENT_KIND = "gantlitz-inversion"
 LOSS_COLUMNS = ("stage", "total", "pixel", "noise_reg")
+
+
+_INT_RANGES: IntRanges = {"latent_steps": (0, None), "noise_steps": (0, None), "region_patches": (1, None),
+                          "seed": (0, SEED_MAX), "loss_scales": (1, 16), "whole_noise_samples": (0, None),
+                          "save_every": (1, None)}
+_FLOAT_RANGES: FloatRanges = {
+    "lr_latent": (0.0, math.inf, True), "lr_noise": (0.0, math.inf, True), "lr_rampup": (0.0, 1.0, False),
+    "lr_rampdown": (0.0, 1.0, False), "w_noise_factor": (0.0, math.inf, False), "w_noise_ramp": (0.0, 1.0, True),
+    "l1_weight": (0.0, math.inf, False), "l2_weight": (0.0, math.inf, False),
+    "noise_corr_weight": (0.0, math.inf, False), "noise_stats_weight": (0.0, math.inf, False),
+    "superres_noise_boost": (0.0, math.inf, False)}
+"""The ranges of the inversion settings (checked by the configuration gate's field rules)."""
 
 
 @dataclass(frozen=True)
@@ -71,19 +84,11 @@ class InversionConfig:
     """Write the resumable state every N steps (and at every stage end) when a state path is given."""
 
     def __post_init__(self) -> None:
-        for name in ("latent_steps", "noise_steps"):
-            if getattr(self, name) < 0:
-                raise InversionError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.latent_steps + self.noise_steps == 0:
-            raise InversionError("nothing to do: latent_steps and noise_steps are both 0")
-        if self.region_patches is not None and self.region_patches < 1:
-            raise InversionError(
-                f"region_patches must be >= 1 (or None for the whole canvas), got {self.region_patches}"
-            )
-        if self.loss_scales < 1:
-            raise InversionError(f"loss_scales must be >= 1, got {self.loss_scales}")
-        if self.save_every < 1:
-            raise InversionError(f"save_every must be >= 1, got {self.save_every}")
+        bad = field_problems(self, "invert", _INT_RANGES, _FLOAT_RANGES)
+        if not bad and self.latent_steps + self.noise_steps == 0:
+            bad.append("nothing to do: latent_steps and noise_steps are both 0")
+        if bad:
+            raise InversionError("invalid inversion settings: " + "; ".join(bad))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
