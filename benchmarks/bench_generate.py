@@ -30,14 +30,10 @@ from machine import describe, short_name
 
 from gantlitz import presets
 from gantlitz.config import to_dict
-from gantlitz.generate import (
-    OUTPUT_MAPS,
-    TextureModel,
-    iter_tiles,
-    precision_context,
-    tile_layout,
-)
+from gantlitz.device import precision_context
+from gantlitz.generate import TextureModel, iter_tiles, tile_layout
 from gantlitz.networks import build
+from gantlitz.outputs import OUTPUT_MAPS
 
 
 def make_model(preset_name: str, device: torch.device, precision: str, ppp: int | None, compile_: bool) -> TextureModel:

@@ -15,7 +15,6 @@ from gantlitz import checkpoint, maps
 from gantlitz.cli import main
 from gantlitz.config import to_dict
 from gantlitz.generate import (
-    OUTPUT_MAPS,
     TextureModel,
     extrapolate_fill,
     normals_from_displacement,
@@ -25,6 +24,7 @@ from gantlitz.generate import (
 )
 from gantlitz.imageio import read_image
 from gantlitz.networks import build
+from gantlitz.outputs import OUTPUT_MAPS
 from helpers import (
     HALF_FLOAT_QUANTISATION,
     ROUNDOFF_K,

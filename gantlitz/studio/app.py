@@ -35,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..generate import SEED_MAX, TextureModel
+from ..config import SEED_MAX
+from ..generate import TextureModel
 from ..outputs import OUTPUT_MAPS
 from .downloads import Downloads, UnknownDownload
 from .engine import PREVIEW_TEXTURE, Engine, preview_key, thumb_key, tile_key

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import SEED_MAX
 from ..errors import UsageError
-from ..generate import SEED_MAX
 from ..outputs import OUTPUT_MAPS
 
 __all__ = ["ParamError", "Identity", "TRUNCATION_RANGE", "DOWNLOAD_FORMATS", "parse_identity", "parse_modality",
