@@ -9,7 +9,8 @@ A step runs, in order (`Trainer.step`):
 3. `WholeCanvas.d_phase` (with `train.whole_level`): a second discriminator judges the generator's
    skip output at that level over the *whole* canvas against the real maps at that size; its own R1.
 4. `GeneratorStep`: G is run again with autograd in chunks of location groups; the per-chunk terms
-   (`PatchAdversarial`, `MomentMatch`) and the whole-canvas term add their gradients; one Adam step.
+   (`PatchAdversarial`, `MomentMatch`, `ScaleConsistency`) and the whole-canvas term add their
+   gradients; one Adam step.
 
 Every random draw comes from the trainer's per-step streams (`state.Purpose`), so a resumed run
 repeats an uninterrupted one exactly.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 import numpy as np
 import torch
 
-from ..config import MODALITIES, MODALITY_CHANNELS
+from ..config import DATA_CHANNELS, keep_channels
 from ..geometry import level_canvas
 from ..nn.discriminator import Discriminator
 from ..nn.generator import canvas_crop
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # the trainer owns the phases; only its type is needed here
     from .loop import Trainer
 
 __all__ = ["DataTargets", "data_targets", "random_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
-           "MomentMatch", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
+           "MomentMatch", "ScaleConsistency", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
 
 
 @dataclass
@@ -231,8 +232,6 @@ class MomentMatch:
         patch = trainer.preset.model.patch_size
         self.cell = patch // trainer.cfg.moment_cells
         self.data_means = data_means.to(trainer.device, torch.float32)
-        self.channel_modality = torch.tensor(
-            [i for i, name in enumerate(MODALITIES) for _ in range(MODALITY_CHANNELS[name])], device=trainer.device)
 
     def __call__(self, batch: StepBatch, rows: slice, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         t, c = self.t, self.cell
@@ -242,10 +241,15 @@ class MomentMatch:
         cells = fake.shape[-1] // c
         f = cell_means(fake.float(), c)
         mu = canvas_crop(self.data_means, tops // c, lefts // c, cells, cells)
-        keep = t.fake_keep(batch.step, batch.real.shape[0])
-        kept = (torch.ones(n, len(MODALITIES), device=f.device) if keep is None
-                else keep[rows].to(f.device, torch.float32))[:, self.channel_modality]  # (n, 5)
-        return {"loss/moments": t.cfg.moment_weight * mean_matching(f, mu, kept, group)}
+        return {"loss/moments": t.cfg.moment_weight * mean_matching(f, mu, kept_channels(t, batch, rows, n), group)}
+
+
+def kept_channels(t: "Trainer", batch: StepBatch, rows: slice, n: int) -> torch.Tensor:
+    """(n, 5) float 0/1: the channels each of the chunk's fakes kept (all without modality dropout)."""
+    keep = t.fake_keep(batch.step, batch.real.shape[0])
+    if keep is None:
+        return torch.ones(n, DATA_CHANNELS, device=t.device)
+    return keep_channels(keep[rows]).to(t.device, torch.float32)
 
 
 def mean_matching(f: torch.Tensor, mu: torch.Tensor, kept: torch.Tensor, group: int) -> torch.Tensor:
@@ -259,6 +263,32 @@ def mean_matching(f: torch.Tensor, mu: torch.Tensor, kept: torch.Tensor, group: 
     mean_d = (d.sum(1, keepdim=True) / count.clamp_min(1.0)).detach()  # f̄ − μ per group, channel, cell
     surrogate = (2 * mean_d * d).sum(1) / count[:, 0].clamp_min(1.0) - mean_d[:, 0].square() * (count[:, 0] > 0)
     return surrogate.mean()
+
+
+class ScaleConsistency:
+    """Cross-scale consistency: the chunk's patches, block-averaged to the whole view's level, against
+    that level's skip output of the same patches (detached; the levels up to it cost a few per cent of
+    a patch pass). The whole-canvas view judges the coarse map; without this term the finer levels may
+    add coarse content of their own (blotches) that no objective sees at that scale. Mean squared error
+    over the cells the mask fully covers, per kept modality channel."""
+
+    def __init__(self, trainer: "Trainer") -> None:
+        self.t = trainer
+        model = trainer.preset.model
+        self.level = int(trainer.cfg.whole_level)
+        self.factor = 2 ** (model.num_levels - 1 - self.level)
+
+    def __call__(self, batch: StepBatch, rows: slice, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = self.t
+        tops, lefts = batch.tops[rows], batch.lefts[rows]
+        with torch.no_grad():
+            coarse = t.fakes(batch.step, batch.tops, batch.lefts, update_w_avg=False, rows=rows,
+                             level=self.level).float()
+        full = (block_mean(t.G.mask_crops(tops, lefts, fake.shape[-2], fake.shape[-1]).to(coarse.device),
+                           self.factor) > 1 - 1e-6).to(coarse.dtype)  # (n, 1, h, w): cells inside the mask
+        weight = full * kept_channels(t, batch, rows, fake.shape[0])[:, :, None, None]
+        err = (block_mean(fake.float(), self.factor) - coarse).square() * weight
+        return {"loss/scale": t.cfg.scale_weight * err.sum() / weight.sum().clamp_min(1.0)}
 
 
 # --------------------------------------------------------------------------------------------------
