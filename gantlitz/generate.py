@@ -35,7 +35,8 @@ from .device import PRECISIONS, precision_context, resolve_device, resolve_preci
 from .geometry import Region, check_region, level0_unit, tiles
 from .nn.generator import Generator
 from .resample import network_to_unit
-from .outputs import OUTPUT_MAPS, output_paths, refuse_existing, save_image, write_map
+from .outputs import refuse_existing, save_image
+from .outputs.mapfiles import OUTPUT_MAPS, output_paths, write_map
 from .sheets import contact_sheet, thumbnails
 
 log = logging.getLogger(__name__)

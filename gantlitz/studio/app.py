@@ -36,7 +36,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..generate import SEED_MAX, TextureModel
-from ..outputs import OUTPUT_MAPS
+from ..outputs.mapfiles import OUTPUT_MAPS
 from .downloads import Downloads, UnknownDownload
 from .engine import PREVIEW_TEXTURE, Engine, preview_key, thumb_key, tile_key
 from .params import DOWNLOAD_FORMATS, IDENTITY_KEYS, TRUNCATION_RANGE, ParamError, check_known, parse_format, \
