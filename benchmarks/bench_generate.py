@@ -33,7 +33,7 @@ from gantlitz.config import to_dict
 from gantlitz.device import precision_context
 from gantlitz.generate import TextureModel, iter_tiles, tile_layout
 from gantlitz.networks import build
-from gantlitz.outputs import OUTPUT_MAPS
+from gantlitz.outputs.mapfiles import OUTPUT_MAPS
 
 
 def make_model(preset_name: str, device: torch.device, precision: str, ppp: int | None, compile_: bool) -> TextureModel:

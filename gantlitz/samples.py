@@ -21,8 +21,8 @@ import numpy as np
 from .errors import UsageError
 from .config import SEEDS_MAX, check_seed, check_truncation
 from .generate import TextureModel
-from .outputs import (FORMATS, GIF_FPS, OUTPUT_MAPS, atomic_path, output_paths, refuse_existing, run_info, save_image,
-                      write_gif, write_json, write_map, writing)
+from .outputs import GIF_FPS, atomic_path, refuse_existing, run_info, save_image, write_gif, write_json, writing
+from .outputs.mapfiles import FORMATS, OUTPUT_MAPS, output_paths, write_map
 from .sheets import frames_sheet, seeds_sheet, shrink, stretch_range, to_rgb8, vary_noise_sheet
 
 __all__ = ["write_samples", "write_interpolation", "write_noise_variations", "write_mp4", "has_mp4"]

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .outputs import OUTPUT_MAPS
+from .outputs.mapfiles import OUTPUT_MAPS
 from .resample import area_downsample, to_uint8
 
 __all__ = ["shrink", "stretch_range", "to_rgb8", "thumbnails", "crop_box", "grid", "contact_sheet",

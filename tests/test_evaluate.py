@@ -14,6 +14,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from gantlitz import evaluate as ev
+from gantlitz.evaluate import command, reading
 from gantlitz.metrics.features import LocalFeatures
 from helpers import assert_roundoff_equal
 
@@ -132,7 +133,7 @@ def test_resolve_location_lips_and_overrides():
     assert ev.whole_shape((64, 96), 48) == (32, 48, 2)
     # Real whole maps: full-resolution tiles, block mean (not the store's resampled preview).
     store = FakeStore(2)
-    whole = ev._read_whole(store, 1, CANVAS, 2, max_tile=16)
+    whole = reading.read_whole(store, 1, CANVAS, 2, max_tile=16)
     full = store._tex[1] * 0.5 + 0.5
     assert_roundoff_equal(whole["albedo"], full[:, :, :3].reshape(32, 2, 48, 2, 3).mean(axis=(1, 3)), what="albedo")
     assert_roundoff_equal(whole["displacement"], full[:, :, 4:].reshape(32, 2, 48, 2, 1).mean(axis=(1, 3)),
@@ -233,7 +234,7 @@ def test_cli_evaluate(tmp_path, monkeypatch):
     fake_generate = types.ModuleType("gantlitz.generate")
     fake_generate.load = _loader
     monkeypatch.setitem(sys.modules, "gantlitz.generate", fake_generate)
-    monkeypatch.setattr(ev, "_open_data", lambda d: (FakeStore(), {}))
+    monkeypatch.setattr(command, "open_data", lambda d: (FakeStore(), {}))
     original = ev.evaluate
 
     def small(*args, **kwargs):  # keep the CLI's own arguments, make the network small

@@ -24,7 +24,7 @@ from gantlitz.generate import (
 )
 from gantlitz.imageio import read_image
 from gantlitz.networks import build
-from gantlitz.outputs import OUTPUT_MAPS
+from gantlitz.outputs.mapfiles import OUTPUT_MAPS
 from helpers import (
     HALF_FLOAT_QUANTISATION,
     ROUNDOFF_K,

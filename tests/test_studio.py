@@ -25,7 +25,7 @@ from gantlitz.export import validate_glb
 from gantlitz.generate import TextureModel, interpolate_ws
 from gantlitz.imageio import read_image
 from gantlitz.networks import build
-from gantlitz.outputs import OUTPUT_MAPS
+from gantlitz.outputs.mapfiles import OUTPUT_MAPS
 from gantlitz.resample import area_downsample, to_uint8
 from gantlitz.studio import Limits, create_app, running
 from gantlitz.studio.cache import LRUCache

@@ -65,7 +65,8 @@ def generate_cmd(checkpoint: Path, seeds: str, out: Path, fmt: str, noise_seed: 
     Writes OUT/seedNNNN/{albedo,specular,displacement,normal}.<ext>, OUT/seedNNNN/contact.png,
     OUT/contact.png (all seeds) and OUT/generate.json.
     """
-    from ..outputs import output_paths, refuse_existing, writing
+    from ..outputs import refuse_existing, writing
+    from ..outputs.mapfiles import output_paths
     from ..samples import write_samples
 
     seed_list = _seeds(seeds, "--seeds")

@@ -21,7 +21,8 @@ from ..device import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..geometry import check_region, level0_unit
 from ..nn.generator import Generator
-from ..outputs import OUTPUT_MAPS, output_paths, refuse_existing, save_image, write_map
+from ..outputs import refuse_existing, save_image
+from ..outputs.mapfiles import OUTPUT_MAPS, output_paths, write_map
 from ..sheets import contact_sheet, thumbnails
 from .postprocess import DEFAULT_NORMAL_CONVENTION, extrapolate_fill, normals_from_displacement
 from .selection import modality_list

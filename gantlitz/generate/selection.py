@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..config import MODALITY_CHANNELS, SEEDS_MAX, check_seed
 from ..errors import UsageError
-from ..outputs import OUTPUT_MAPS
+from ..outputs.mapfiles import OUTPUT_MAPS
 
 MAP_CHANNELS: dict[str, int] = {**MODALITY_CHANNELS, "normal": 3}
 

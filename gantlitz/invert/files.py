@@ -13,8 +13,8 @@ import torch
 from ..config import MODALITIES
 from ..device import resolve_device
 from ..generate import load
-from ..outputs import (FORMATS, make_dirs, refuse_existing, save_figure, save_image, write_json, write_map,
-                       writing)
+from ..outputs import make_dirs, refuse_existing, save_figure, save_image, write_json, writing
+from ..outputs.mapfiles import FORMATS, write_map
 from ..resample import area_downsample
 from ..sheets import grid, thumbnails
 from .optimise import invert

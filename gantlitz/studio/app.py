@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from ..config import SEED_MAX
 from ..generate import TextureModel
-from ..outputs import OUTPUT_MAPS
+from ..outputs.mapfiles import OUTPUT_MAPS
 from .downloads import Downloads, UnknownDownload
 from .engine import PREVIEW_TEXTURE, Engine, preview_key, thumb_key, tile_key
 from .params import DOWNLOAD_FORMATS, IDENTITY_KEYS, TRUNCATION_RANGE, ParamError, check_known, parse_format, \

@@ -1,8 +1,8 @@
 """Downloads of the current identity at full resolution, written by the project's own writers.
 
 A download is a job on the worker: the four maps are synthesised pass by pass (progress is the passes
-done), then written as `gantlitz generate` writes them (`outputs.write_map`: EXR half / PNG 16-bit / TIFF
-16-bit, displacement float) with a contact sheet and a JSON record, zipped; or as a .glb by
+done), then written as `gantlitz generate` writes them (`outputs.mapfiles.write_map`: EXR half / PNG
+16-bit / TIFF 16-bit, displacement float) with a contact sheet and a JSON record, zipped; or as a .glb by
 `export.export_gltf`. Files live in the server's private folder under a random id: a client names a
 download only by that id, never by a path. Only the newest `keep` downloads are kept on disk.
 """
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GantlitzError
-from ..outputs import FORMATS, OUTPUT_MAPS, atomic_path, run_info, save_image, write_json, write_map
+from ..outputs import atomic_path, run_info, save_image, write_json
+from ..outputs.mapfiles import FORMATS, OUTPUT_MAPS, write_map
 from ..sheets import contact_sheet
 from .engine import Cancelled, Engine
 from .params import DOWNLOAD_FORMATS, Identity

@@ -23,7 +23,7 @@ import torch
 
 from ..config import MODALITIES
 from ..generate import MAP_CHANNELS, TextureModel, interpolate_ws, normals_from_displacement, tile_layout
-from ..outputs import OUTPUT_MAPS
+from ..outputs.mapfiles import OUTPUT_MAPS
 from ..resample import area_downsample, to_uint8
 from .cache import LRUCache
 from .params import Identity

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import SEED_MAX
 from ..errors import UsageError
-from ..outputs import OUTPUT_MAPS
+from ..outputs.mapfiles import OUTPUT_MAPS
 
 __all__ = ["ParamError", "Identity", "TRUNCATION_RANGE", "DOWNLOAD_FORMATS", "parse_identity", "parse_modality",
            "parse_int", "parse_float", "parse_format", "check_known", "IDENTITY_KEYS"]
