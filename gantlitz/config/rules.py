@@ -101,6 +101,11 @@ def _type_problem(value: Any, tp: Any) -> bool:
     return not isinstance(value, tp)
 
 
+def _type_name(tp: Any) -> str:
+    """'float', 'int | None', "Literal['fp32', 'bf16']": a field type as a user reads it."""
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
 def field_problems(obj: Any, section: str, ints: IntRanges | None = None, floats: FloatRanges | None = None
                    ) -> list[str]:
     """Every field of one settings dataclass: its type, finiteness and range (closed integer ranges, None
@@ -114,7 +119,7 @@ def field_problems(obj: Any, section: str, ints: IntRanges | None = None, floats
         if dataclasses.is_dataclass(value):
             continue
         if _type_problem(value, hints[f.name]):
-            bad.append(f"{key}={value!r} is not of type {hints[f.name]}")
+            bad.append(f"{key}={value!r} is not of type {_type_name(hints[f.name])}")
         elif isinstance(value, float) and not math.isfinite(value):
             bad.append(f"{key}={value} is not finite")
         elif f.name in ints and value is not None:
