@@ -148,38 +148,10 @@ def test_moment_loss_ignores_dropped_modalities():
     torch.testing.assert_close(noisy["loss/moments"], base)
 
 
-def test_scale_consistency_binds_the_patch_to_its_coarse_map():
-    """The term is the mean squared error between the patch's block means at the view's level and that
-    level's skip output of the same patch (detached), over cells inside the mask; a patch whose block
-    means equal the coarse map costs nothing, and only the patch receives a gradient."""
-    trainer = _trainer(**{"train.whole_level": LEVEL, "train.scale_weight": 2.0})
-    term = next(t for t in trainer.g_step.terms if isinstance(t, objectives.ScaleConsistency))
-    real, tops, lefts = _batch(trainer)
-    batch = objectives.StepBatch(0, real, tops, lefts, trainer.ada.p_tensor)
-    f = term.factor
-    assert f == 2 ** (trainer.G.num_levels - 1 - LEVEL)
-    with torch.no_grad():
-        coarse = trainer.fakes(0, tops, lefts, update_w_avg=False, level=LEVEL)
-    inside = (trainer.G.mask_crops(tops, lefts, 32, 32).reshape(4, 1, 32 // f, f, 32 // f, f).amin((3, 5)) > 0.5)
-    assert 0 < inside.float().mean() < 1  # the ellipse mask cuts some cells
-    fake = torch.randn(4, 5, 32, 32, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
-    got = term(batch, slice(None), fake)["loss/scale"]
-    means = fake.detach().reshape(4, 5, 32 // f, f, 32 // f, f).mean((3, 5))
-    weight = inside.float().expand(-1, 5, -1, -1)
-    want = 2.0 * ((means - coarse).square() * weight).sum() / weight.sum()
-    torch.testing.assert_close(got.detach(), want)
-    (grad,) = torch.autograd.grad(got, fake)
-    outside = (weight == 0).repeat_interleave(f, 2).repeat_interleave(f, 3)
-    assert grad[outside].abs().max() == 0 and grad.abs().max() > 0
-    matched = coarse.repeat_interleave(f, 2).repeat_interleave(f, 3)
-    assert term(batch, slice(None), matched)["loss/scale"].item() < 1e-12
-
-
 def test_resume_with_the_options_repeats_the_run(tmp_path):
     """The whole-canvas D and its optimiser are part of the checkpoint: steps after a reload equal the
     uninterrupted run's."""
-    overrides = {"train.whole_level": LEVEL, "train.moment_weight": 5.0, "train.r1_interval": 2,
-                 "train.scale_weight": 1.0}
+    overrides = {"train.whole_level": LEVEL, "train.moment_weight": 5.0, "train.r1_interval": 2}
     straight, split = _trainer(**overrides), _trainer(**overrides)
     batches = [_batch(straight, s) for s in range(3)]
     for s in range(3):
@@ -202,8 +174,6 @@ def test_resume_with_the_options_repeats_the_run(tmp_path):
     ({"train.moment_weight": float("nan")}, "moment_weight"),
     ({"train.whole_every": 0}, "whole_every"),
     ({"train.whole_moments": 3}, "whole_moments"),
-    ({"train.whole_level": None, "train.scale_weight": 1.0}, "scale_weight needs train.whole_level"),
-    ({"train.scale_weight": -1.0}, "scale_weight"),
 ])
 def test_impossible_objective_settings_are_config_errors(setting, message):
     with pytest.raises(ConfigError, match=message):

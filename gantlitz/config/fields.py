@@ -233,11 +233,6 @@ class TrainConfig:
     whole_moments: int = 1
     """Moments matched on the whole view: 1, the per-pixel mean; 2, also the mean of squares (with the mean
     matched, the spread of samples around it)."""
-    scale_weight: float = 0.0
-    """Weight of cross-scale consistency (`train.objectives.ScaleConsistency`, needs `whole_level`): each
-    patch's block means at the whole view's level against that level's skip output of the same patch
-    (detached), so finer levels add detail but no coarse content the whole view does not judge. 0 turns
-    it off."""
     location_stride: int | None = None
     """Stride of the training location grid in pixels; None is the paper's half patch (50 % overlap).
     The finest possible is the level-0 unit (a quarter patch): every offset the encoding aligns to."""

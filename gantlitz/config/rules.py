@@ -207,7 +207,7 @@ def validate_preset(preset: Preset) -> None:
     if cells < 1 or cells & (cells - 1) or model.patch_size % cells:
         raise ConfigError(f"train.moment_cells={cells} must be a power of two dividing the patch size "
                           f"{model.patch_size}")
-    for name in ("whole_weight", "whole_moment_weight", "scale_weight"):
+    for name in ("whole_weight", "whole_moment_weight"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise ConfigError(f"train.{name} must be a finite number >= 0, got {getattr(cfg, name)}")
     if cfg.whole_every < 1:
@@ -222,8 +222,6 @@ def validate_preset(preset: Preset) -> None:
                           f"the patch size {model.patch_size}, and tile the canvas "
                           f"{model.canvas_width}x{model.canvas_height}")
     if cfg.whole_level is None:
-        if cfg.scale_weight > 0:
-            raise ConfigError("train.scale_weight needs train.whole_level (the level it binds the patches to)")
         return
     if preset.global_res is not None:
         raise ConfigError("train.whole_level: the global baseline already sees whole textures")

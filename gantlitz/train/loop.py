@@ -124,8 +124,6 @@ class Trainer:
         terms: list[objectives.ChunkTerm] = [objectives.PatchAdversarial(self)]
         if cfg.moment_weight > 0:
             terms.append(objectives.MomentMatch(self, targets.moment_means))
-        if cfg.scale_weight > 0:
-            terms.append(objectives.ScaleConsistency(self))
         self.d_phases = [objectives.PatchD(self), objectives.PatchR1(self)]
         if self.whole is not None:
             self.d_phases.append(self.whole.d_phase)
@@ -171,16 +169,15 @@ class Trainer:
         return lr
 
     def fakes(self, step: int, tops: torch.Tensor, lefts: torch.Tensor, *, update_w_avg: bool,
-              rows: slice = slice(None), level: int | None = None) -> torch.Tensor:
-        """The step's fakes at the real batch's locations (`rows` of them): the same values at every call;
-        with `level`, that synthesis level's skip output of the same patches (unmasked)."""
+              rows: slice = slice(None)) -> torch.Tensor:
+        """The step's fakes at the real batch's locations (`rows` of them): the same values at every call."""
         b = tops.shape[0]
         ws, seeds = self.latents(step, b, update_w_avg=update_w_avg)
         keep, kept = self.fake_keep(step, b), None
         if keep is not None:  # modality dropout
             keep, kept = keep[rows], self.modalities_per_sample
         with self.autocast():
-            return self.G_fwd(ws[rows], tops[rows], lefts[rows], seeds[rows], keep=keep, kept=kept, level=level)
+            return self.G_fwd(ws[rows], tops[rows], lefts[rows], seeds[rows], keep=keep, kept=kept)
 
     def fake_keep(self, step: int, batch: int) -> torch.Tensor | None:
         """The step's modality-dropout keep mask of the fakes (B, 3), or None without dropout."""

@@ -9,8 +9,7 @@ A step runs, in order (`Trainer.step`):
 3. `WholeCanvas.d_phase` (with `train.whole_level`): a second discriminator judges the generator's
    skip output at that level over the *whole* canvas against the real maps at that size; its own R1.
 4. `GeneratorStep`: G is run again with autograd in chunks of location groups; the per-chunk terms
-   (`PatchAdversarial`, `MomentMatch`, `ScaleConsistency`) and the whole-canvas term add their
-   gradients; one Adam step.
+   (`PatchAdversarial`, `MomentMatch`) and the whole-canvas term add their gradients; one Adam step.
 
 Every random draw comes from the trainer's per-step streams (`state.Purpose`), so a resumed run
 repeats an uninterrupted one exactly.
@@ -38,7 +37,7 @@ if TYPE_CHECKING:  # the trainer owns the phases; only its type is needed here
     from .loop import Trainer
 
 __all__ = ["DataTargets", "data_targets", "random_targets", "StepBatch", "PatchD", "PatchR1", "GeneratorStep", "PatchAdversarial",
-           "MomentMatch", "ScaleConsistency", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
+           "MomentMatch", "WholeCanvas", "whole_size", "cell_means", "mean_matching"]
 
 
 @dataclass
@@ -263,32 +262,6 @@ def mean_matching(f: torch.Tensor, mu: torch.Tensor, kept: torch.Tensor, group: 
     mean_d = (d.sum(1, keepdim=True) / count.clamp_min(1.0)).detach()  # f̄ − μ per group, channel, cell
     surrogate = (2 * mean_d * d).sum(1) / count[:, 0].clamp_min(1.0) - mean_d[:, 0].square() * (count[:, 0] > 0)
     return surrogate.mean()
-
-
-class ScaleConsistency:
-    """Cross-scale consistency: the chunk's patches, block-averaged to the whole view's level, against
-    that level's skip output of the same patches (detached; the levels up to it cost a few per cent of
-    a patch pass). The whole-canvas view judges the coarse map; without this term the finer levels may
-    add coarse content of their own (blotches) that no objective sees at that scale. Mean squared error
-    over the cells the mask fully covers, per kept modality channel."""
-
-    def __init__(self, trainer: "Trainer") -> None:
-        self.t = trainer
-        model = trainer.preset.model
-        self.level = int(trainer.cfg.whole_level)
-        self.factor = 2 ** (model.num_levels - 1 - self.level)
-
-    def __call__(self, batch: StepBatch, rows: slice, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        t = self.t
-        tops, lefts = batch.tops[rows], batch.lefts[rows]
-        with torch.no_grad():
-            coarse = t.fakes(batch.step, batch.tops, batch.lefts, update_w_avg=False, rows=rows,
-                             level=self.level).float()
-        full = (block_mean(t.G.mask_crops(tops, lefts, fake.shape[-2], fake.shape[-1]).to(coarse.device),
-                           self.factor) > 1 - 1e-6).to(coarse.dtype)  # (n, 1, h, w): cells inside the mask
-        weight = full * kept_channels(t, batch, rows, fake.shape[0])[:, :, None, None]
-        err = (block_mean(fake.float(), self.factor) - coarse).square() * weight
-        return {"loss/scale": t.cfg.scale_weight * err.sum() / weight.sum().clamp_min(1.0)}
 
 
 # --------------------------------------------------------------------------------------------------
