@@ -283,6 +283,9 @@ def test_cli_invert_settings_through_set(ckpt: Path, truth, tmp_path: Path) -> N
     config = json.loads((out / "result.json").read_text())["config"]
     assert config == {**InversionConfig().to_dict(), "latent_steps": 3, "noise_steps": 2, "l1_weight": 2.0,
                       "region_patches": None, "lr_rampup": 0.0}
+    r = runner.invoke(main, ["invert", str(ckpt), "--regenerate", str(out / "latent.safetensors"), "--out",
+                             str(tmp_path / "regen"), "--set", "l1_weight=3"])
+    assert r.exit_code != 0 and "takes no --target or --set" in r.output and not (tmp_path / "regen").exists()
     refused = {
         ("--set", "nope=1"): "latent_steps, noise_steps",
         ("--steps", "3,2", "--set", "noise_steps=4"): "noise_steps is given twice: by --steps",

@@ -26,14 +26,14 @@ def _flag_settings(steps: str | None, region_patches: int | None, seed: int | No
                    noise_lr: float | None, noise_reg: float | None, superres_boost: float | None,
                    save_every: int | None) -> dict[str, object]:
     """The shorthand flags given, as the inversion settings they stand for."""
-    out: dict[str, object] = {"latent_steps": None, "noise_steps": None}
+    given = {"seed": seed, "lr_latent": lr, "lr_noise": noise_lr, "noise_corr_weight": noise_reg,
+             "superres_noise_boost": superres_boost, "save_every": save_every}
+    out: dict[str, object] = {k: v for k, v in given.items() if v is not None}
     if steps is not None:
         out["latent_steps"], out["noise_steps"] = _steps(steps)
     if region_patches is not None:
-        out["region_patches"] = region_patches or None
-    given = {"seed": seed, "lr_latent": lr, "lr_noise": noise_lr, "noise_corr_weight": noise_reg,
-             "superres_noise_boost": superres_boost, "save_every": save_every}
-    return {k: v for k, v in {**out, **given}.items() if v is not None}
+        out["region_patches"] = region_patches or None  # 0 on the command line: the whole canvas
+    return out
 
 
 _FLAG_OF = {"latent_steps": "--steps", "noise_steps": "--steps", "region_patches": "--region-patches", "seed": "--seed",
@@ -109,8 +109,8 @@ def invert_cmd(
 
     try:
         if latent is not None:
-            if target is not None:
-                raise click.UsageError("--regenerate takes no --target (the latent file records it)")
+            if target is not None or settings:
+                raise click.UsageError("--regenerate takes no --target or --set (the latent file records them)")
             result = regenerate(checkpoint, latent, out, fmt=fmt, overwrite=overwrite, device=device)
             click.echo(f"re-generated {result.mode} inversion ({result.modality}) into {out}")
             return
@@ -122,8 +122,9 @@ def invert_cmd(
         result = run(checkpoint, target, out, modality=modality, mode=mode, config=cfg, resume=resume,
                      overwrite=overwrite, fmt=fmt, device=device, progress=not quiet)
     except KeyboardInterrupt:
+        every = save_every or InversionConfig.save_every
         raise click.ClickException(
-            f"interrupted; the state saved every {save_every or InversionConfig.save_every} steps is in {out / 'state.safetensors'}: "
+            f"interrupted; the state saved every {every} steps is in {out / 'state.safetensors'}: "
             "run the same command with --resume to continue"
         ) from None
     where = f"at 1/{result.factor} resolution" if result.factor > 1 else "at full resolution"
